@@ -1,0 +1,54 @@
+# CPU demo scale (make demo): the real model and recipe on the generated dataset, with small
+# images and fewer proposals / sampled RoIs, which dominate the CPU step time at this size.
+_base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
+
+data_root = 'data/synthetic/labeled'
+batch_size = 4
+lr = 0.02
+max_epochs = 12
+lr_steps = [9]
+warmup_iters = 30
+img_scale = (320, 256)  # the generated images are 160-320 px
+num_workers = 2
+
+model = dict(
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=600, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+
+load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=num_workers,
+    dataset=dict(data_root=data_root, pipeline=[
+        load_image,
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=img_scale, keep_ratio=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs'),
+    ]))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=num_workers,
+    dataset=dict(data_root=data_root, pipeline=[
+        load_image,
+        dict(type='Resize', scale=img_scale, keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                              'scale_factor', 'instances')),
+    ]))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=lr))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
+         gamma=0.1),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+auto_scale_lr = dict(enable=False)
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(interval=max_epochs, save_best=None))
+randomness = dict(seed=0)

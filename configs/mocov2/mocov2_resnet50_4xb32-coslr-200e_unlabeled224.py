@@ -1,0 +1,36 @@
+# MoCo v2 ResNet-50 on the unlabeled 224x224 PNG folder: the seed's recipe
+# (facebookresearch/moco main_moco.py --mlp --moco-t 0.2 --aug-plus --cos, 4 GPUs x 32, lr 0.015).
+_base_ = 'mmpretrain::mocov2/mocov2_resnet50_8xb32-coslr-200e_in1k.py'
+
+data_root = 'data/unlabeled'  # folder of N.PNG files, sub-folders allowed
+batch_size = 32  # per GPU; the seed ran 4 GPUs x 32
+lr = 0.015  # for a total batch of 128 (auto_scale_lr rescales for other totals)
+max_epochs = 200  # cosine schedule length
+keep_epoch = 100  # the seed fine-tuned from this epoch's checkpoint: kept as keep_epoch_100.pth
+ckpt_interval = 1  # epochs between resumable checkpoints
+num_workers = 8
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=num_workers,
+    persistent_workers=num_workers > 0,
+    # redefined: cross-package inheritance tags it with `_scope_`, which the runner passes on
+    # to default_collate as an argument
+    collate_fn=dict(_delete_=True, type='default_collate'),
+    # PNGs with an upper-case extension and no labels: mmpretrain's folder dataset lower-cases it
+    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
+                 extensions=('.png', ), pipeline={{_base_.train_pipeline}}))
+
+optim_wrapper = dict(optimizer=dict(lr=lr))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
+]
+train_cfg = dict(max_epochs=max_epochs)
+auto_scale_lr = dict(enable=True, base_batch_size=128)
+
+default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
+# a second checkpoint hook with its own file names, so max_keep_ckpts never deletes it
+custom_hooks = [
+    dict(type='CheckpointHook', interval=keep_epoch, filename_tmpl='keep_epoch_{}.pth',
+         save_optimizer=False, save_param_scheduler=False, save_last=False)
+]

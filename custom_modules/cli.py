@@ -1,0 +1,93 @@
+"""Config adjustments shared by tools/train.py and tools/test.py.
+
+They set the evaluated config fields directly: a top-level variable such as ``data_root`` is
+substituted when the config file is read, so overriding it afterwards changes nothing.
+"""
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.runner import find_latest_checkpoint
+
+
+def default_work_dir(config_path: str) -> str:
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader',
+                                            'test_dataloader')):
+    for name in names:
+        loader = cfg.get(name)
+        if loader:
+            yield loader['dataset']
+
+
+def set_data_root(cfg: Config, data_root: str, names=None) -> None:
+    """Point every dataloader (or those in ``names``) at another dataset folder."""
+    if not osp.isdir(data_root):
+        raise FileNotFoundError(f'--data-root {data_root}: folder does not exist')
+    for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
+        ds['data_root'] = data_root
+    cfg.data_root = data_root
+
+
+def set_pretrained(cfg: Config, path: str) -> None:
+    """Backbone checkpoint for a detection config (model.backbone.init_cfg.checkpoint)."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        raise ValueError('--pretrained: this config has no Pretrained backbone init_cfg '
+                         '(stage 2/3 configs resume from the previous stage instead)')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'--pretrained {path}: file does not exist')
+    init_cfg['checkpoint'] = path
+    cfg.pretrained = path
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Fail before building anything when the backbone checkpoint is unset or missing."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg') if 'model' in cfg else None
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        return
+    path = init_cfg.get('checkpoint') or ''
+    if '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(
+            f'backbone checkpoint {path!r} does not exist. Give the MoCo checkpoint with '
+            '`tools/train.py CONFIG --pretrained PATH` (or --cfg-options '
+            'model.backbone.init_cfg.checkpoint=PATH).')
+
+
+def prefer_own_progress(cfg: Config) -> None:
+    """A staged config resumes the previous stage's checkpoint (``load_from``); once this
+    stage has written checkpoints of its own, a requeued job must continue from those."""
+    if cfg.get('resume') and cfg.get('load_from') and find_latest_checkpoint(cfg.work_dir):
+        cfg.load_from = None
+
+
+def set_dist_backend(cfg: Config) -> None:
+    """nccl needs GPUs; gloo lets the same launchers run on CPU (tests, laptops)."""
+    if not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
+def check_detector_checkpoint(path: str) -> None:
+    """Refuse a backbone-only file where a full detector checkpoint is expected."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: checkpoint file does not exist')
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    keys = list(state) if isinstance(state, dict) else []
+    if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
+        return
+    if any(k.startswith('module.roi_heads.') or k.startswith('roi_heads.') for k in keys):
+        kind = ('a torchvision Faster R-CNN (e2e) checkpoint; convert it first with '
+                'tools/model_converters/torchvision_frcnn_to_mmdet.py')
+    elif any(k.startswith(('module.encoder_q.', 'encoder_q.')) for k in keys):
+        kind = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
+    elif any(k.startswith('backbone.') for k in keys):
+        kind = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '
+                'rpn_head.* / roi_head.*)')
+    else:
+        kind = f'not an mmdet detector checkpoint (first keys: {keys[:3]})'
+    raise ValueError(f'{path} is {kind}. Evaluation needs a full detector checkpoint written by '
+                     'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
+                     'epoch_37.pth); backbone checkpoints are for --pretrained when training.')

@@ -1,0 +1,49 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+
+
+def write_sample(root, split, img_id, size=(64, 48), bboxes=((4, 5, 30, 40),), labels=('dog',),
+                 image_size=True, mode='RGB', label_doc=None):
+    """One image + yml in the course layout; ``label_doc`` overrides the yml text."""
+    img_dir = os.path.join(root, split, 'images')
+    label_dir = os.path.join(root, split, 'labels')
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(label_dir, exist_ok=True)
+    img_path = os.path.join(img_dir, f'{img_id}.JPEG')
+    if size is not None:
+        rng = np.random.default_rng(img_id)
+        arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).convert(mode).save(img_path, format='JPEG')
+    label_path = os.path.join(label_dir, f'{img_id}.yml')
+    if label_doc is None:
+        doc = dict(bboxes=[list(b) for b in bboxes], labels=list(labels))
+        if image_size:
+            doc['image_size'] = list(size)
+        label_doc = yaml.safe_dump(doc)
+    if label_doc is not False:
+        with open(label_path, 'w') as f:
+            f.write(label_doc)
+    return img_path, label_path
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return str(tmp_path / 'index-cache')
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory):
+    """A small generated dataset in the real layout, shared by the tests that only read it."""
+    from make_synthetic_data import make_dataset
+    out = tmp_path_factory.mktemp('synthetic')
+    make_dataset(str(out), seed=0, num_unlabeled=16, num_train=24, num_val=12)
+    return str(out)

@@ -1,0 +1,196 @@
+"""Validate a labeled or unlabeled dataset folder before a long job, and print a report.
+
+    python tools/check_dataset.py /labeled                 # training + validation
+    python tools/check_dataset.py /labeled --split validation --decode
+    python tools/check_dataset.py train/unlabeled          # folder of N.PNG files
+
+Unlike the dataset class, which stops at the first error, this reads every file and lists all
+problems by kind. ``--decode`` decodes every image fully (finds truncated files; slower).
+Exit status: 0 when no errors (repairs such as clipped boxes are reported, not errors), 1 otherwise.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
+from custom_modules.datasets.labeled_index import (  # noqa: E402
+    BAD_IMAGE, UNPAIRED, IndexReport, LabeledDataError, _sanitize, parse_label_file,
+    scan_split)
+
+SPLITS = ('training', 'validation')
+SIZE_MISMATCH = 'image_size in yml differs from the image'
+
+
+def _check_image(path: str, decode: bool):
+    """(size, mode) of an image, or raise LabeledDataError."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            if decode:
+                img.load()
+            return img.size, img.mode
+    except Exception as e:
+        raise LabeledDataError(f'{path}: cannot read image ({e})', BAD_IMAGE) from e
+
+
+def _check_pairs(args):
+    items, decode = args
+    class_to_idx = {c: i for i, c in enumerate(LABELED_CLASSES)}
+    out = []
+    for img_id, img_path, label_path in items:
+        errors, parsed, mode = [], None, None
+        try:
+            size, mode = _check_image(img_path, decode)
+        except LabeledDataError as e:
+            errors.append((e.kind, str(e)))
+            size = None
+        try:
+            yml_size, boxes, labels = parse_label_file(label_path, class_to_idx)
+            if yml_size is not None and size is not None and tuple(yml_size) != tuple(size):
+                errors.append((SIZE_MISMATCH, f'{label_path}: image_size {list(yml_size)} but '
+                               f'{img_path} is {list(size)}'))
+            if size is not None:
+                parsed = (img_id, img_path, label_path, size, boxes, labels)
+        except LabeledDataError as e:
+            errors.append((e.kind, str(e)))
+        out.append((parsed, mode, errors))
+    return out
+
+
+def _chunks(items, n):
+    step = max(64, len(items) // (n * 8) + 1)
+    return [items[i:i + step] for i in range(0, len(items), step)]
+
+
+def check_labeled_split(root: str, split: str, decode: bool, workers: int) -> int:
+    files = scan_split(root, split)
+    report = IndexReport(split_dir=files.split_dir, ignored_files=files.ignored)
+    errors: dict[str, list] = {}
+    no_image, no_label = files.unpaired()
+    for path in no_image + no_label:
+        errors.setdefault(UNPAIRED, []).append(path)
+    items = [(i, files.img_ids[i], files.label_ids[i])
+             for i in sorted(set(files.img_ids) & set(files.label_ids))]
+    modes, boxes_per_image, areas = Counter(), Counter(), Counter()
+    with ProcessPoolExecutor(workers) as pool:
+        results = pool.map(_check_pairs, [(c, decode) for c in _chunks(items, workers)])
+        for chunk in results:
+            for parsed, mode, errs in chunk:
+                modes[mode] += mode is not None
+                for kind, msg in errs:
+                    errors.setdefault(kind, []).append(msg)
+                if parsed is None:
+                    continue
+                rec = _sanitize(parsed, list(range(len(LABELED_CLASSES))), report)
+                report.num_images += 1
+                boxes_per_image[len(rec.labels)] += 1
+                for x1, y1, x2, y2 in rec.bboxes.tolist():
+                    a = (x2 - x1) * (y2 - y1)
+                    areas['small (<32^2)' if a < 32**2 else
+                          'medium' if a < 96**2 else 'large (>=96^2)'] += 1
+
+    print(f'== {files.split_dir}')
+    print(f'images: {len(files.img_ids)}  label files: {len(files.label_ids)}  '
+          f'indexed: {report.num_images}  boxes: {report.num_boxes}')
+    if files.img_ids:
+        print(f'ids: {min(files.img_ids)}..{max(files.img_ids)}')
+    print('image modes: ' + ', '.join(f'{m}: {n}' for m, n in modes.most_common()))
+    if report.num_boxes:
+        print('box sizes (COCO): ' + ', '.join(
+            f'{k}: {areas[k]} ({100 * areas[k] / report.num_boxes:.1f}%)'
+            for k in ('small (<32^2)', 'medium', 'large (>=96^2)')))
+        print('boxes per image: ' + ', '.join(
+            f'{k}: {v}' for k, v in sorted(boxes_per_image.items())))
+    seen = report.class_counts
+    print(f'classes seen: {len(seen)} of {len(LABELED_CLASSES)}')
+    for name, n in seen.most_common():
+        print(f'  {LABELED_CLASSES.index(name):3d} {name:<24s} {n}')
+    missing = [c for c in LABELED_CLASSES if c not in seen]
+    if missing and len(missing) < len(LABELED_CLASSES):
+        print(f'classes never seen ({len(missing)}): ' + ', '.join(missing))
+    if files.ignored:
+        print(f'ignored files (not <id>.JPEG / <id>.yml): {len(files.ignored)}, e.g. '
+              + ', '.join(files.ignored[:3]))
+    for kind, n in sorted(report.problems.items()):
+        print(f'repaired: {n} x {kind}, e.g. ' + ', '.join(report.examples[kind][:3]))
+    for kind, msgs in sorted(errors.items()):
+        print(f'ERROR: {len(msgs)} x {kind}')
+        for m in msgs[:5]:
+            print(f'    {m}')
+    return sum(len(m) for m in errors.values())
+
+
+def check_unlabeled(root: str, decode: bool, workers: int) -> int:
+    paths, other = [], Counter()
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            if n.endswith('.PNG'):
+                paths.append(osp.join(dirpath, n))
+            else:
+                other[osp.splitext(n)[1]] += 1
+    sizes, modes, errors = Counter(), Counter(), []
+    with ProcessPoolExecutor(workers) as pool:
+        for chunk in pool.map(_check_unlabeled_chunk, [(c, decode) for c in _chunks(paths, workers)]):
+            for size, mode, err in chunk:
+                if err:
+                    errors.append(err)
+                else:
+                    sizes[f'{size[0]}x{size[1]}'] += 1
+                    modes[mode] += 1
+    print(f'== {root} (unlabeled)')
+    print(f'.PNG images: {len(paths)}')
+    print('sizes: ' + ', '.join(f'{k}: {v}' for k, v in sizes.most_common(5)))
+    print('modes: ' + ', '.join(f'{k}: {v}' for k, v in modes.most_common()))
+    if other:
+        print('other files (not used): ' + ', '.join(f'{k or "(none)"}: {v}' for k, v in other.items()))
+    if not paths:
+        errors.append(f'{root}: no .PNG files found')
+    for e in errors[:10]:
+        print(f'ERROR: {e}')
+    return len(errors)
+
+
+def _check_unlabeled_chunk(args):
+    paths, decode = args
+    out = []
+    for p in paths:
+        try:
+            size, mode = _check_image(p, decode)
+            out.append((size, mode, None))
+        except LabeledDataError as e:
+            out.append((None, None, str(e)))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('root', help='labeled root (with training/ validation/) or a PNG folder')
+    parser.add_argument('--split', action='append', help='split to check (repeatable); '
+                        'default: every split folder present')
+    parser.add_argument('--decode', action='store_true', help='fully decode every image')
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    if not osp.isdir(args.root):
+        parser.error(f'{args.root}: folder does not exist')
+    splits = args.split or [s for s in SPLITS if osp.isdir(osp.join(args.root, s))]
+    if splits:
+        n_errors = 0
+        for split in splits:
+            try:
+                n_errors += check_labeled_split(args.root, split, args.decode, args.workers)
+            except FileNotFoundError as e:
+                print(f'ERROR: {e}')
+                n_errors += 1
+    else:
+        n_errors = check_unlabeled(args.root, args.decode, args.workers)
+    print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
+    return 1 if n_errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

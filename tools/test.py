@@ -1,0 +1,89 @@
+"""Evaluate a detector checkpoint with pycocotools' COCO bbox metric.
+
+    python tools/test.py CONFIG CKPT [--data-root DIR] [--split validation] [--batch-size 2]
+        [--classwise] [--out preds.pkl] [--work-dir DIR] [--cfg-options k=v ...] [--launcher L]
+
+Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
+seed printed it. The seed's flag names (--checkpoint-path, --dataset-root, --dataset-split)
+are accepted too.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint', nargs='?', help='full detector checkpoint (.pth)')
+    p.add_argument('--checkpoint-path', dest='checkpoint_flag', help='same as CHECKPOINT')
+    p.add_argument('--data-root', '--dataset-root', dest='data_root',
+                   help='labeled dataset root (holds <split>/images, <split>/labels)')
+    p.add_argument('--split', '--dataset-split', dest='split', help='e.g. validation')
+    p.add_argument('--batch-size', type=int, help='images per GPU')
+    p.add_argument('--classwise', action='store_true', help='also print per-class AP')
+    p.add_argument('--out', help='write raw predictions to this .pkl file')
+    p.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    p.add_argument('--amp', action='store_true', help='mixed-precision inference')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    if bool(args.checkpoint) == bool(args.checkpoint_flag):
+        p.error('give the checkpoint once: CHECKPOINT or --checkpoint-path')
+    args.checkpoint = args.checkpoint or args.checkpoint_flag
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args) -> Config:
+    from custom_modules.cli import (check_detector_checkpoint, default_work_dir, set_data_root,
+                                    set_dist_backend)
+    check_detector_checkpoint(args.checkpoint)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    set_dist_backend(cfg)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.data_root:
+        set_data_root(cfg, args.data_root, names=('test_dataloader', ))
+    if args.split:
+        cfg.test_dataloader.dataset.split = args.split
+    if args.batch_size:
+        cfg.test_dataloader.batch_size = args.batch_size
+    if args.classwise:
+        cfg.test_evaluator.classwise = True
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+    # weights come from the checkpoint: do not demand the backbone's pretraining file
+    if cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    if args.out:
+        cfg.test_evaluator = [cfg.test_evaluator,
+                              dict(type='DumpDetResults', out_file_path=args.out)]
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    print(f'checkpoint: {args.checkpoint}\ndataset: {cfg.test_dataloader.dataset.data_root} '
+          f'split={cfg.test_dataloader.dataset.get("split")}\nlogs: {runner.log_dir}'
+          + (f'\npredictions: {args.out}' if args.out else ''))
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,69 @@
+"""Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
+        [--data-root DIR] [--pretrained MOCO_CKPT] [--cfg-options k=v ...] [--launcher L]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config')
+    p.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    p.add_argument('--resume', nargs='?', const='auto',
+                   help='resume from PATH, or (no value) from the latest checkpoint in work_dir')
+    p.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
+    p.add_argument('--pretrained', help='MoCo checkpoint for the detector backbone')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args) -> Config:
+    from custom_modules.cli import (check_pretrained, default_work_dir, prefer_own_progress,
+                                    set_data_root, set_dist_backend, set_pretrained)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    set_dist_backend(cfg)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    if args.pretrained:
+        set_pretrained(cfg, args.pretrained)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    prefer_own_progress(cfg)
+    check_pretrained(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    runner = Runner.from_cfg(build_cfg(args))
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
