@@ -5,9 +5,10 @@ PY := .venv/bin/python
 setup:
 	bash tools/install/setup_env.sh
 
-# setup_env.sh is a no-op in seconds when the stack is already installed
+# setup_env.sh is a no-op in seconds when the stack is already installed; -rs prints the
+# reason of every skipped test (the Slurm tests skip only when Slurm cannot be installed)
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -rs
 
 # the whole pipeline at CPU scale on generated data; DATA=DIR for a real dataset folder
 demo: setup

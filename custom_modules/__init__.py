@@ -3,5 +3,7 @@
 Configs load it with
 ``custom_imports = dict(imports=['custom_modules'], allow_failed_imports=False)``.
 """
+from . import atomic_io  # noqa: F401  (crash-safe checkpoint writes)
 from .datasets import *  # noqa: F401,F403
+from .hooks import FiniteLossHook, RNGStateHook  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401

@@ -3,11 +3,12 @@
 They set the evaluated config fields directly: a top-level variable such as ``data_root`` is
 substituted when the config file is read, so overriding it afterwards changes nothing.
 """
+import os
 import os.path as osp
+import re
 
 import torch
 from mmengine.config import Config
-from mmengine.runner import find_latest_checkpoint
 
 
 def default_work_dir(config_path: str) -> str:
@@ -56,11 +57,34 @@ def check_pretrained(cfg: Config) -> None:
             'model.backbone.init_cfg.checkpoint=PATH).')
 
 
-def prefer_own_progress(cfg: Config) -> None:
-    """A staged config resumes the previous stage's checkpoint (``load_from``); once this
-    stage has written checkpoints of its own, a requeued job must continue from those."""
-    if cfg.get('resume') and cfg.get('load_from') and find_latest_checkpoint(cfg.work_dir):
-        cfg.load_from = None
+def latest_checkpoint(work_dir: str) -> str | None:
+    """The newest complete checkpoint in ``work_dir``: the one ``last_checkpoint`` names, or,
+    if that file is missing, empty or points nowhere (a kill while it was written), the
+    highest-numbered ``epoch_N.pth`` / ``iter_N.pth``."""
+    named = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(named):
+        path = open(named).read().strip()
+        if path and osp.isfile(path):
+            return path
+    found = []
+    for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
+        m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
+        if m:
+            found.append((int(m.group(2)), osp.join(work_dir, name)))
+    return max(found)[1] if found else None
+
+
+def resolve_resume(cfg: Config, resume: str | None) -> None:
+    """``--resume`` without a path: continue from this work_dir's latest checkpoint if there
+    is one; otherwise start as the config says (fresh, or, for stage 2/3 configs, from the
+    previous stage). Stage configs behave the same without the flag once they have
+    checkpoints of their own, so a requeued job never restarts a stage from its beginning."""
+    if resume and resume != 'auto':
+        cfg.resume, cfg.load_from = True, resume
+        return
+    own = latest_checkpoint(cfg.work_dir)
+    if own and (resume == 'auto' or cfg.get('resume')):
+        cfg.resume, cfg.load_from = True, own
 
 
 def set_dist_backend(cfg: Config) -> None:

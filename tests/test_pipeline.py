@@ -16,7 +16,7 @@ from custom_modules.cli import check_detector_checkpoint, check_pretrained, set_
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCO_DEMO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
 DET_FULL = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py')
-DET_DEMO = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-12e_synthetic.py')
+DET_DEMO = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py')
 STAGES = [os.path.join(REPO, f'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-{s}_labeled.py')
           for s in ('s1-23e', 's2-27e', 's3-37e')]
 

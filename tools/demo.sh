@@ -9,8 +9,8 @@ PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-data/synthetic}
 OUT=${OUT:-work_dirs/demo}
 MOCO_CFG=configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py
-DET_CFG=configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-12e_synthetic.py
-SCRATCH_CFG=configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-12e_synthetic.py
+DET_CFG=configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py
+SCRATCH_CFG=configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py
 t0=$SECONDS
 step() { echo; echo "=== [$(( (SECONDS - t0) / 60 ))m$(( (SECONDS - t0) % 60 ))s] $*"; }
 last_ckpt() { cat "$1/last_checkpoint"; }

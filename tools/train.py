@@ -33,7 +33,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.cli import (check_pretrained, default_work_dir, prefer_own_progress,
+    from custom_modules.cli import (check_pretrained, default_work_dir, resolve_resume,
                                     set_data_root, set_dist_backend, set_pretrained)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -48,13 +48,7 @@ def build_cfg(args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume:
-        cfg.resume = True
-        cfg.load_from = args.resume
-    prefer_own_progress(cfg)
+    resolve_resume(cfg, args.resume)
     check_pretrained(cfg)
     return cfg
 

@@ -4,6 +4,7 @@ _base_ = './mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py'
 
 data_root = 'data/synthetic/unlabeled'
 batch_size = 16
+lr = 0.03  # no auto-scaling: a 2-minute schedule needs a large step to learn anything
 max_epochs = 8
 crop_size = 96
 num_workers = 2
@@ -27,10 +28,12 @@ train_dataloader = dict(
         dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
         dict(type='PackInputs'),
     ]))
+optim_wrapper = dict(optimizer=dict(lr=lr))
+auto_scale_lr = dict(enable=False)
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
 ]
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(logger=dict(interval=5))
-custom_hooks = []
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
 randomness = dict(seed=0)

@@ -2,6 +2,8 @@
 # (facebookresearch/moco main_moco.py --mlp --moco-t 0.2 --aug-plus --cos, 4 GPUs x 32, lr 0.015).
 _base_ = 'mmpretrain::mocov2/mocov2_resnet50_8xb32-coslr-200e_in1k.py'
 
+custom_imports = dict(imports=['custom_modules'], allow_failed_imports=False)
+
 data_root = 'data/unlabeled'  # folder of N.PNG files, sub-folders allowed
 batch_size = 32  # per GPU; the seed ran 4 GPUs x 32
 lr = 0.015  # for a total batch of 128 (auto_scale_lr rescales for other totals)
@@ -31,6 +33,8 @@ auto_scale_lr = dict(enable=True, base_batch_size=128)
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
 # a second checkpoint hook with its own file names, so max_keep_ckpts never deletes it
 custom_hooks = [
+    dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
+    dict(type='RNGStateHook'),  # a resumed run continues the same random stream
     dict(type='CheckpointHook', interval=keep_epoch, filename_tmpl='keep_epoch_{}.pth',
          save_optimizer=False, save_param_scheduler=False, save_last=False)
 ]

@@ -1,20 +1,22 @@
 # CPU demo scale (make demo): the real model and recipe on the generated dataset, with small
-# images and fewer proposals / sampled RoIs, which dominate the CPU step time at this size.
+# images and fewer proposals / sampled RoIs (measured here: 3.9 -> 1.9 s per batch of 4).
 _base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
 
 data_root = 'data/synthetic/labeled'
 batch_size = 4
-lr = 0.02
-max_epochs = 12
-lr_steps = [9]
-warmup_iters = 30
-img_scale = (320, 256)  # the generated images are 160-320 px
+lr = 0.01
+max_epochs = 4
+lr_steps = [3]
+warmup_iters = 50
+img_scale = (256, 192)  # the generated images are 160-320 px
 num_workers = 2
 
 model = dict(
+    # torchvision's (and the seed's) sampling ratio; mmdet's adaptive 0 costs 2x on CPU here
+    roi_head=dict(bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=600, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
 
 load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
@@ -41,13 +43,14 @@ val_dataloader = dict(
     ]))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=lr))
+# a backbone from a 2-minute MoCo run gives large activations: clip to keep the first steps sane
+optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=35, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
          gamma=0.1),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)  # make demo runs test.py
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))

@@ -1,0 +1,35 @@
+"""Crash-safe checkpoint files.
+
+mmengine writes checkpoints with ``open(path, 'wb').write(...)``: a job killed during the
+write (preemption, time limit, kill -9) leaves a truncated ``epoch_N.pth`` behind. Replacing the
+``local`` file backend makes every local ``put`` write a temporary file in the same folder,
+fsync it and rename it over the target, so a checkpoint file is either complete or absent.
+"""
+import os
+import tempfile
+
+from mmengine.fileio.backends import LocalBackend, register_backend
+
+
+class AtomicLocalBackend(LocalBackend):
+
+    def put(self, obj: bytes, filepath) -> None:
+        folder = os.path.dirname(os.fspath(filepath)) or '.'
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.part')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
+
+
+register_backend('local', AtomicLocalBackend, force=True, prefixes='')

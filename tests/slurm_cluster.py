@@ -1,0 +1,153 @@
+"""A throw-away one-node Slurm cluster for tests: munged + slurmctld + slurmd in a temporary
+folder, no systemd or cgroups, stopped by PID afterwards.
+
+Debian's packages are installed when missing (`apt-get`, as root). :func:`unavailable` says
+why a cluster cannot be had here, so tests skip with that reason instead of silently.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+PACKAGES = ('slurmctld', 'slurmd', 'slurm-client', 'munge')
+BINARIES = ('slurmctld', 'slurmd', 'munged', 'srun', 'sbatch', 'squeue', 'scontrol')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def unavailable() -> str | None:
+    """None when the binaries exist or were just installed, else the reason."""
+    if all(shutil.which(b) for b in BINARIES):
+        return None
+    if os.geteuid() != 0 or not shutil.which('apt-get'):
+        return 'Slurm is not installed and apt-get as root is not available to install it'
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    for cmd in (['apt-get', 'update', '-qq'], ['apt-get', 'install', '-y', '-qq', *PACKAGES]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if r.returncode:
+            return f'{" ".join(cmd)} failed: {r.stderr.strip()[-300:]}'
+    missing = [b for b in BINARIES if not shutil.which(b)]
+    return f'missing after install: {missing}' if missing else None
+
+
+class SlurmCluster:
+    def __init__(self, root: str, cpus: int | None = None):
+        self.root = root
+        self.cpus = cpus or os.cpu_count() or 1
+        self.node = socket.gethostname()
+        self.conf = os.path.join(root, 'slurm.conf')
+        self.procs: dict[str, int] = {}
+        self.env = dict(os.environ, SLURM_CONF=self.conf)
+
+    def _write_conf(self) -> None:
+        r = self.root
+        for d in ('state', 'spool', 'munge', 'log'):
+            os.makedirs(os.path.join(r, d), exist_ok=True)
+        os.chmod(os.path.join(r, 'munge'), 0o755)  # clients must reach the socket
+        mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**20
+        ctld_port, slurmd_port = _free_port(), _free_port()
+        with open(self.conf, 'w') as f:
+            f.write(f"""ClusterName=testcluster
+SlurmctldHost={self.node}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={r}/munge/munge.socket,cred_expire=10
+MailProg=/bin/true
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+SchedulerParameters=bf_interval=1
+MessageTimeout=30
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={mem} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+""")
+
+    def start(self) -> 'SlurmCluster':
+        self._write_conf()
+        r = self.root
+        key = os.path.join(r, 'munge', 'munge.key')
+        with open(key, 'wb') as f:
+            f.write(os.urandom(1024))
+        os.chmod(key, 0o400)
+        subprocess.run(['munged', '--force', f'--key-file={key}',
+                        f'--socket={r}/munge/munge.socket', f'--pid-file={r}/munge/munged.pid',
+                        f'--log-file={r}/log/munged.log', f'--seed-file={r}/munge/seed'],
+                       check=True, env=self.env)
+        self.procs['munged'] = self._read_pid(f'{r}/munge/munged.pid')
+        subprocess.run(['slurmctld', '-c', '-i'], check=True, env=self.env)
+        self.procs['slurmctld'] = self._read_pid(f'{r}/slurmctld.pid')
+        subprocess.run(['slurmd', '-N', self.node], check=True, env=self.env)
+        self.procs['slurmd'] = self._read_pid(f'{r}/slurmd.pid')
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            out = self.run('sinfo', '-h', '-o', '%T', check=False).stdout.strip()
+            if out in ('idle', 'mixed', 'allocated'):
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f'slurm node not idle after 60 s (state {out!r}); logs in {r}/log')
+
+    @staticmethod
+    def _read_pid(path: str, timeout: float = 20) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                return int(open(path).read().strip())
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        raise RuntimeError(f'no pid file {path}')
+
+    def run(self, *cmd, check=True, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=kw.pop('env', self.env), capture_output=True, text=True,
+                              check=check, **kw)
+
+    def job_state(self, job_id: str) -> str:
+        out = self.run('scontrol', 'show', 'job', job_id, check=False).stdout
+        for tok in out.split():
+            if tok.startswith('JobState='):
+                return tok.split('=', 1)[1]
+        return 'UNKNOWN'
+
+    def wait(self, job_id: str, timeout: float = 600,
+             done=('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY')):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = self.job_state(job_id)
+            if state in done:
+                return state
+            time.sleep(1)
+        raise TimeoutError(f'job {job_id} still {self.job_state(job_id)} after {timeout} s')
+
+    def stop(self) -> None:
+        subprocess.run(['scancel', '--full', '-u', 'root'], env=self.env, capture_output=True)
+        for name in ('slurmd', 'slurmctld', 'munged'):
+            pid = self.procs.pop(name, None)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,248 @@
+"""Launchers, job chains, requeue and kill recovery on a real (one-node, CPU) Slurm cluster
+and with torchrun. Training runs are the real configs shrunk by small wrapper configs
+(tiny images, few iterations) that also load tests/rank_probe.py."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import write_sample
+from slurm_cluster import SlurmCluster, unavailable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, 'tests')
+DET = 'faster-rcnn_r50-mocov2-pre_fpn_2xb2'
+DET_DEMO = 'faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic'
+MOCO_DEMO = 'mocov2_resnet50_1xb16-coslr-8e_synthetic96'
+
+DET_WRAPPER = '''_base_ = {base!r}
+custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imports=False)
+load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
+train_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False, batch_sampler=None,
+    dataset=dict(data_root={root!r}, index_cache_dir={cache!r}, pipeline=[
+        load_image, dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(96, 64), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs')]))
+val_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root={root!r}, index_cache_dir={cache!r}, pipeline=[
+        load_image, dict(type='Resize', scale=(96, 64), keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                              'scale_factor', 'instances'))]))
+test_dataloader = val_dataloader
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=2),
+    dict(type='MultiStepLR', begin=0, end=37, by_epoch=True, milestones=[23, 27], gamma=0.1)]
+auto_scale_lr = dict(enable=False)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(save_best=None))
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook'), dict(type='RankProbeHook')]
+randomness = dict(seed=0)
+{extra}
+'''
+
+MOCO_WRAPPER = '''_base_ = {base!r}
+custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imports=False)
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={root!r}))
+model = dict(queue_len=64)
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=2, by_epoch=True, begin=0, end=2)]
+train_cfg = dict(max_epochs=2)
+default_hooks = dict(logger=dict(interval=1))
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook'), dict(type='RankProbeHook')]
+'''
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory, synthetic_root):
+    """Working folder with tiny labeled data, wrapper configs and a MoCo checkpoint."""
+    root = tmp_path_factory.mktemp('slurm_work')
+    labeled = str(root / 'labeled')
+    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
+        for i in ids:
+            write_sample(labeled, split, i, size=(96, 64), labels=('dog', 'starfish'),
+                         bboxes=((10, 8, 50, 40), (60, 30, 90, 60)))
+    cfg_dir = root / 'configs'
+    (cfg_dir / 'faster_rcnn').mkdir(parents=True)
+    (cfg_dir / 'mocov2').mkdir()
+    cache = str(root / 'index-cache')
+
+    def det(name, extra=''):
+        path = cfg_dir / 'faster_rcnn' / f'{name}.py'
+        path.write_text(DET_WRAPPER.format(
+            base=os.path.join(REPO, 'configs', 'faster_rcnn', f'{name}.py'), root=labeled,
+            cache=cache, extra=extra))
+        return str(path)
+
+    for stage in ('s1-23e', 's2-27e', 's3-37e'):
+        det(f'{DET}-{stage}_labeled')
+    short = det(f'{DET}-s1-23e_labeled'.replace('s1-23e', 'short'), 'train_cfg = dict(max_epochs=14)')
+    ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)')
+    moco = cfg_dir / 'mocov2' / f'{MOCO_DEMO}.py'
+    moco.write_text(MOCO_WRAPPER.format(
+        base=os.path.join(REPO, 'configs', 'mocov2', f'{MOCO_DEMO}.py'),
+        root=os.path.join(synthetic_root, 'unlabeled')))
+    sys.path.insert(0, REPO)
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    moco_model = MODELS.build(Config.fromfile(str(moco)).model)
+    moco_ckpt = str(root / 'moco.pth')
+    torch.save(dict(state_dict=moco_model.state_dict()), moco_ckpt)
+    proc_env = dict(os.environ, PYTHON=sys.executable,
+                    PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get('PYTHONPATH', '')]))
+    return dict(root=str(root), labeled=labeled, cfg_dir=str(cfg_dir), short=short, ddp=ddp,
+                moco=str(moco), moco_ckpt=moco_ckpt, env=proc_env)
+
+
+def probes(work_dir):
+    out = {}
+    for name in sorted(os.listdir(work_dir)):
+        if name.startswith('rank') and name.endswith('.json'):
+            p = json.load(open(os.path.join(work_dir, name)))
+            out[p['rank']] = p
+    return out
+
+
+def assert_two_ranks_in_step(work_dir):
+    p = probes(work_dir)
+    assert sorted(p) == [0, 1] and p[0]['world_size'] == 2
+    assert p[1]['samples'], 'rank 1 saw no data'
+    assert not set(p[0]['samples']) & set(p[1]['samples']) or len(p[0]['samples']) > 1
+    assert p[0]['weights'] == p[1]['weights'], 'ranks ended with different weights'
+    logs = [f for f in os.listdir(work_dir) if f.endswith('.pth')]
+    assert logs, 'rank 0 wrote no checkpoint'
+    return p
+
+
+def train_local(env, config, work_dir, *args, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'train.py'), config,
+                           '--work-dir', work_dir, *args], env=env['env'], cwd=env['root'],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def reference_run(env):
+    """The uninterrupted run the requeue and kill tests must reproduce."""
+    work = os.path.join(env['root'], 'work_dirs', 'reference')
+    r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return probes(work)[0]
+
+
+@pytest.fixture(scope='module')
+def slurm(tmp_path_factory):
+    reason = unavailable()
+    if reason:
+        pytest.skip(f'Slurm tests skipped: {reason}')
+    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster'))).start()
+    yield cluster
+    cluster.stop()
+
+
+def test_dist_train_sh_two_cpu_processes(env):
+    work = os.path.join(env['root'], 'work_dirs', 'dist')
+    r = subprocess.run([os.path.join(REPO, 'tools', 'dist_train.sh'), env['ddp'], '2',
+                        '--work-dir', work], env=env['env'], cwd=env['root'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert_two_ranks_in_step(work)
+
+
+@pytest.mark.parametrize('which', ['det', 'moco'])
+def test_slurm_train_sh_two_ranks(env, slurm, which):
+    work = os.path.join(env['root'], 'work_dirs', f'srun_{which}')
+    config = env['ddp'] if which == 'det' else env['moco']
+    e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
+             GPUS='2', CPUS_PER_TASK='1', GRES='')
+    r = subprocess.run([os.path.join(REPO, 'tools', 'slurm_train.sh'), 'debug', f'srun-{which}',
+                        config, work], env=e, cwd=env['root'], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    p = assert_two_ranks_in_step(work)
+    assert p[0]['master_port'] == p[1]['master_port'] != '29500'  # per-job port
+
+
+def test_sbatch_chain_s1_s2_s3_then_test(env, slurm):
+    e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
+             LABELED=env['labeled'], MOCO=env['moco_ckpt'], CONFIG_DIR=env['cfg_dir'], GRES='',
+             DET_GPUS='1', SBATCH_ARGS='-p debug --cpus-per-task=1 --time=30')
+    r = subprocess.run([os.path.join(REPO, 'tools', 'slurm', 'submit_pipeline.sh')], env=e,
+                       cwd=env['root'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = [line.split('job ')[1].split()[0] for line in r.stdout.splitlines() if 'job ' in line]
+    assert len(jobs) == 4
+    for job in jobs:
+        state = slurm.wait(job, timeout=900)
+        assert state == 'COMPLETED', (job, state, open(
+            os.path.join(env['root'], 'work_dirs', 'slurm', os.listdir(
+                os.path.join(env['root'], 'work_dirs', 'slurm'))[-1])).read()[-3000:])
+    lrs = {}
+    for stage, end in (('s1-23e', 23), ('s2-27e', 27), ('s3-37e', 37)):
+        p = probes(os.path.join(env['root'], 'work_dirs', f'{DET}-{stage}_labeled'))[0]
+        assert p['epoch'] == end
+        lrs.update({int(k): v for k, v in p['lrs'].items()})
+    assert sorted(lrs) == list(range(37))
+    assert all(lrs[e] == pytest.approx(0.03) for e in range(1, 23))
+    assert all(lrs[e] == pytest.approx(0.003) for e in range(23, 27))
+    assert all(lrs[e] == pytest.approx(0.0003) for e in range(27, 37))
+    test_log = open(os.path.join(env['root'], 'work_dirs', 'slurm', f'det-test-{jobs[-1]}.out')).read()
+    assert test_log.count(' Average ') == 12, test_log[-3000:]
+
+
+def _wait_for(path, proc_alive, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path):
+            return
+        assert proc_alive(), f'training ended before {path} appeared'
+        time.sleep(0.1)
+    raise TimeoutError(path)
+
+
+def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run):
+    work = os.path.join(env['root'], 'work_dirs', 'requeue')
+    e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
+             REPO=REPO)
+    os.makedirs(os.path.join(env['root'], 'work_dirs', 'slurm'), exist_ok=True)
+    r = subprocess.run(['sbatch', '--parsable', '-p', 'debug', '--gres=none', '--ntasks-per-node=1',
+                        '--cpus-per-task=1', '--job-name=requeue',
+                        os.path.join(REPO, 'tools', 'slurm', 'train.sbatch'), env['short'],
+                        '--work-dir', work, '--pretrained', env['moco_ckpt']],
+                       env=e, cwd=env['root'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    _wait_for(os.path.join(work, 'epoch_4.pth'), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
+    slurm.run('scontrol', 'requeue', job)
+    time.sleep(1)
+    slurm.run('scontrol', 'update', f'JobId={job}', 'StartTime=now', check=False)
+    assert slurm.wait(job, timeout=600) == 'COMPLETED'
+    log = open(os.path.join(env['root'], 'work_dirs', 'slurm', f'requeue-{job}.out')).read()
+    assert 'restart 1' in log and 'resumed epoch' in log
+    p = probes(work)[0]
+    assert p['iter'] == reference_run['iter'] == 28  # 14 epochs x 2 images, batch 1
+    assert p['weights'] == reference_run['weights']
+
+
+def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
+    work = os.path.join(env['root'], 'work_dirs', 'kill9')
+    cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
+           work, '--pretrained', env['moco_ckpt']]
+    proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _wait_for(os.path.join(work, 'epoch_5.pth'), lambda: proc.poll() is None)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(work, 'epoch_14.pth'))
+    r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'], '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'resumed epoch' in r.stdout + r.stderr
+    p = probes(work)[0]
+    assert p['iter'] == reference_run['iter'] and p['weights'] == reference_run['weights']
