@@ -5,5 +5,5 @@ Configs load it with
 """
 from . import atomic_io  # noqa: F401  (crash-safe checkpoint writes)
 from .datasets import *  # noqa: F401,F403
-from .hooks import FiniteLossHook, RNGStateHook  # noqa: F401
+from .hooks import FiniteLossHook, EpochSeedHook  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401

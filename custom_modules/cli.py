@@ -6,6 +6,7 @@ substituted when the config file is read, so overriding it afterwards changes no
 import os
 import os.path as osp
 import re
+import subprocess
 
 import torch
 from mmengine.config import Config
@@ -91,6 +92,31 @@ def set_dist_backend(cfg: Config) -> None:
     """nccl needs GPUs; gloo lets the same launchers run on CPU (tests, laptops)."""
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        # mmengine gives DDP device_ids=[LOCAL_RANK], which DDP rejects for a CPU model
+        if cfg.get('launcher', 'none') != 'none' and not cfg.get('model_wrapper_cfg'):
+            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=cfg.get(
+                                             'find_unused_parameters', False))
+
+
+def init_cpu_distributed(launcher: str) -> None:
+    """mmengine's init_dist calls torch.cuda.set_device unconditionally, which fails without
+    GPUs. There, start the gloo process group here; the Runner then skips its own init."""
+    import torch.distributed as dist
+    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        nodes = os.environ['SLURM_NODELIST']
+        os.environ.setdefault('MASTER_ADDR', subprocess.getoutput(
+            f'scontrol show hostname {nodes} | head -n1'))
+        os.environ.setdefault('MASTER_PORT', '29500')
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    elif launcher != 'pytorch':
+        raise ValueError(f'--launcher {launcher} is not supported without GPUs')
+    dist.init_process_group('gloo')
 
 
 def check_detector_checkpoint(path: str) -> None:

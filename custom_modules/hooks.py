@@ -26,42 +26,26 @@ class FiniteLossHook(Hook):
 
 
 @HOOKS.register_module()
-class RNGStateHook(Hook):
-    """Save every rank's Python/NumPy/torch RNG states in epoch checkpoints and restore them
-    on resume, so random augmentation and RoI sampling after a resume continue exactly where the
-    checkpoint left them: a requeued run ends with the weights of an uninterrupted one."""
+class EpochSeedHook(Hook):
+    """Reseed Python, NumPy and torch RNGs at the start of every training epoch from
+    (seed, epoch, rank).
 
-    _states = None
+    Random augmentation and RoI sampling in an epoch then depend on nothing that happened
+    before it, so a job resumed from an epoch checkpoint (requeue, preemption, kill -9, or the
+    next stage of a staged schedule) replays exactly what an uninterrupted run does. Saving RNG
+    states in checkpoints is not enough: the runner draws from torch's RNG between epochs
+    (measured here), so a state captured at checkpoint time is not the one the next epoch sees.
+    """
 
-    def after_train_epoch(self, runner) -> None:
-        # every rank runs this, before the checkpoint hook (lower priority); saving itself is
-        # rank 0 only, so the states are gathered here, not in before_save_checkpoint
+    priority = 'HIGHEST'
+
+    def before_train_epoch(self, runner) -> None:
         import random
 
         import numpy as np
         import torch
-        from mmengine.dist import all_gather_object
-        state = dict(python=random.getstate(), numpy=np.random.get_state(),
-                     torch=torch.get_rng_state(),
-                     cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-        self._states = all_gather_object(state)
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._states is not None:
-            checkpoint.setdefault('meta', {})['rng_states'] = self._states
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        import random
-
-        import numpy as np
-        import torch
-        from mmengine.dist import get_rank, get_world_size
-        states = checkpoint.get('meta', {}).get('rng_states')
-        if not runner._resume or not states or len(states) != get_world_size():
-            return  # fine-tuning from weights, or a different number of ranks: fresh RNG
-        s = states[get_rank()]
-        random.setstate(s['python'])
-        np.random.set_state(s['numpy'])
-        torch.set_rng_state(s['torch'])
-        if s['cuda'] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(s['cuda'])
+        from mmengine.dist import get_rank
+        seed = (int(runner.seed or 0) + 1_000_003 * runner.epoch + 7_919 * get_rank()) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # all devices

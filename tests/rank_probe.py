@@ -28,7 +28,9 @@ class RankProbeHook(Hook):
     def after_train(self, runner):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         h = hashlib.sha256()
-        for name, t in sorted(model.state_dict().items()):
+        # parameters only: BatchNorm running statistics are per-rank by design (DDP with
+        # broadcast_buffers=False), and rank 0's are the ones saved
+        for name, t in sorted(model.named_parameters()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         out = dict(rank=get_rank(), world_size=get_world_size(), samples=self.samples,

@@ -73,7 +73,7 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=val_interval)
 auto_scale_lr = dict(enable=True, base_batch_size=4)
-# stop at the first NaN/inf loss before it is saved; resume continues the same random stream
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
+# stop at the first NaN/inf loss before it is saved; a resumed run replays the same random stream
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook')]
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=3,
                                      save_best='coco/bbox_mAP', rule='greater'))

@@ -35,5 +35,5 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(logger=dict(interval=5))
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook')]
 randomness = dict(seed=0)

@@ -7,4 +7,4 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs)
 # no keep_epoch hook: the last checkpoint is the one to use
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook')]

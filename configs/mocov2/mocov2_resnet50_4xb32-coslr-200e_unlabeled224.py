@@ -34,7 +34,7 @@ default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
 # a second checkpoint hook with its own file names, so max_keep_ckpts never deletes it
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
-    dict(type='RNGStateHook'),  # a resumed run continues the same random stream
+    dict(type='EpochSeedHook'),  # a resumed run replays the same random stream
     dict(type='CheckpointHook', interval=keep_epoch, filename_tmpl='keep_epoch_{}.pth',
          save_optimizer=False, save_param_scheduler=False, save_last=False)
 ]

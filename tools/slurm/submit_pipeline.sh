@@ -4,8 +4,8 @@
 #   UNLABELED=/scratch/$USER/train/unlabeled LABELED=/labeled \
 #   SBATCH_ARGS="-A ACCOUNT -p PARTITION" tools/slurm/submit_pipeline.sh
 # Env: MOCO=PATH skips pretraining and fine-tunes from that checkpoint; PRETRAIN_GPUS (4),
-# DET_GPUS (2), SBATCH_ARGS (account, partition, ...), DET_ARGS / MOCO_ARGS (extra train.py
-# args, e.g. "--cfg-options ..."), CONFIG_DIR (default: configs/ of this repository).
+# DET_GPUS (2), SBATCH_ARGS (account, partition, ...), DET_ARGS / MOCO_ARGS / TEST_ARGS (extra
+# train.py / test.py args, e.g. "--cfg-options ..."), CONFIG_DIR (default: this repo's configs/).
 # Run it from the folder where work_dirs/ should be (usually the repository root).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
