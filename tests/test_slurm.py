@@ -249,3 +249,8 @@ def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
     assert 'resumed epoch' in r.stdout + r.stderr
     p = probes(work)[0]
     assert p['iter'] == reference_run['iter'] and p['weights'] == reference_run['weights']
+    # resubmitting a finished job trains nothing more
+    r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'], '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = probes(work)[0]
+    assert p['samples'] == [] and p['iter'] == reference_run['iter']
