@@ -84,7 +84,7 @@ def env(tmp_path_factory, synthetic_root):
     for stage in ('s1-23e', 's2-27e', 's3-37e'):
         det(f'{DET}-{stage}_labeled')
     short = det('short', 'train_cfg = dict(max_epochs=14)', base=f'{DET}-s1-23e_labeled')
-    ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)')
+    ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None  # as in the demo')
     moco = cfg_dir / 'mocov2' / f'{MOCO_DEMO}.py'
     moco.write_text(MOCO_WRAPPER.format(
         base=os.path.join(REPO, 'configs', 'mocov2', f'{MOCO_DEMO}.py'),

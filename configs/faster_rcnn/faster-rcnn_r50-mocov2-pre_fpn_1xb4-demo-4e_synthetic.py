@@ -50,7 +50,9 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
          gamma=0.1),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)  # make demo runs test.py
+train_cfg = dict(max_epochs=max_epochs)
+# no validation inside training: make demo evaluates with tools/test.py afterwards
+val_dataloader = val_evaluator = val_cfg = None
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))
