@@ -129,8 +129,8 @@ def check_detector_checkpoint(path: str) -> None:
     if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
         return
     if any(k.startswith('module.roi_heads.') or k.startswith('roi_heads.') for k in keys):
-        kind = ('a torchvision Faster R-CNN (e2e) checkpoint; convert it first with '
-                'tools/model_converters/torchvision_frcnn_to_mmdet.py')
+        kind = ('a torchvision Faster R-CNN (e2e) checkpoint, which has to be converted to '
+                "mmdet's layout first (no converter in this repository yet)")
     elif any(k.startswith(('module.encoder_q.', 'encoder_q.')) for k in keys):
         kind = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
     elif any(k.startswith('backbone.') for k in keys):
