@@ -187,3 +187,31 @@ def test_tools_test_prints_the_12_line_summary(tiny_labeled, tmp_path, capfd):
     assert lines[0].startswith(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ')
     assert lines[6].startswith(' Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = ')
     assert os.path.getsize(out_pkl) > 0
+
+
+def test_facebookresearch_moco_checkpoint_loads_with_prefix(tmp_path):
+    """The seed's checkpoint_0100.pth.tar layout: a torchvision ResNet-50 under
+    module.encoder_q., with the MLP head (fc.0/fc.2), the key encoder and the queue beside it."""
+    import torchvision
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        for t in resnet.state_dict().values():
+            if t.is_floating_point():
+                t.normal_()
+    q = {f'module.encoder_q.{k}': v for k, v in resnet.state_dict().items() if not k.startswith('fc.')}
+    q.update({'module.encoder_q.fc.0.weight': torch.zeros(2048, 2048),
+              'module.encoder_q.fc.2.weight': torch.zeros(128, 2048),
+              'module.encoder_k.conv1.weight': torch.zeros(64, 3, 7, 7),
+              'module.queue': torch.zeros(128, 65536), 'module.queue_ptr': torch.zeros(1)})
+    path = str(tmp_path / 'checkpoint_0100.pth.tar')
+    torch.save(dict(epoch=100, arch='resnet50', state_dict=q, optimizer={}), path)
+    cfg = Config.fromfile(DET_FULL)
+    set_pretrained(cfg, path)
+    cfg.model.backbone.init_cfg.prefix = 'module.encoder_q.'
+    det = build_model(cfg)
+    det.init_weights()
+    ours = det.backbone.state_dict()
+    for k, v in resnet.state_dict().items():
+        if not k.startswith('fc.'):
+            assert torch.equal(ours[k], v), k
