@@ -64,7 +64,8 @@ def latest_checkpoint(work_dir: str) -> str | None:
     highest-numbered ``epoch_N.pth`` / ``iter_N.pth``."""
     named = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(named):
-        path = open(named).read().strip()
+        with open(named) as f:
+            path = f.read().strip()
         if path and osp.isfile(path):
             return path
     found = []
@@ -88,23 +89,22 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
         cfg.resume, cfg.load_from = True, own
 
 
-def set_dist_backend(cfg: Config) -> None:
-    """nccl needs GPUs; gloo lets the same launchers run on CPU (tests, laptops)."""
-    if not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        # mmengine gives DDP device_ids=[LOCAL_RANK], which DDP rejects for a CPU model
-        if cfg.get('launcher', 'none') != 'none' and not cfg.get('model_wrapper_cfg'):
-            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
-                                         broadcast_buffers=False,
-                                         find_unused_parameters=cfg.get(
-                                             'find_unused_parameters', False))
-
-
-def init_cpu_distributed(launcher: str) -> None:
-    """mmengine's init_dist calls torch.cuda.set_device unconditionally, which fails without
-    GPUs. There, start the gloo process group here; the Runner then skips its own init."""
+def set_launcher(cfg: Config, launcher: str) -> None:
+    """Record the launcher; without GPUs, make the same launchers work on CPU (tests, laptops):
+    gloo instead of nccl, DDP without device_ids, and the process group started here, because
+    mmengine's init_dist calls torch.cuda.set_device unconditionally (the Runner skips its own
+    init once a group exists)."""
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if not cfg.get('model_wrapper_cfg'):  # mmengine would pass device_ids=[LOCAL_RANK]
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                    False))
     import torch.distributed as dist
-    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+    if dist.is_initialized():
         return
     if launcher == 'slurm':
         nodes = os.environ['SLURM_NODELIST']

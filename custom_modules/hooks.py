@@ -1,6 +1,10 @@
 """Training guards."""
 import math
+import random
 
+import numpy as np
+import torch
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -16,8 +20,8 @@ class FiniteLossHook(Hook):
     priority = 'VERY_HIGH'
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        bad = {k: float(v) for k, v in (outputs or {}).items()
-               if k.startswith('loss') and not math.isfinite(float(v))}
+        losses = {k: float(v) for k, v in (outputs or {}).items() if k.startswith('loss')}
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             raise FloatingPointError(
                 f'non-finite loss {bad} at iteration {runner.iter + 1} (epoch {runner.epoch + 1}, '
@@ -40,11 +44,6 @@ class EpochSeedHook(Hook):
     priority = 'HIGHEST'
 
     def before_train_epoch(self, runner) -> None:
-        import random
-
-        import numpy as np
-        import torch
-        from mmengine.dist import get_rank
         seed = (int(runner.seed or 0) + 1_000_003 * runner.epoch + 7_919 * get_rank()) % 2**32
         random.seed(seed)
         np.random.seed(seed)

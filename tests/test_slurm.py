@@ -116,10 +116,15 @@ def assert_two_ranks_in_step(work_dir):
     p = probes(work_dir)
     assert sorted(p) == [0, 1] and p[0]['world_size'] == 2
     assert p[1]['samples'], 'rank 1 saw no data'
-    assert not set(p[0]['samples']) & set(p[1]['samples']) or len(p[0]['samples']) > 1
+    # every iteration, the two ranks trained on different images
+    assert len(p[0]['samples']) == len(p[1]['samples']) and p[0]['iter'] == p[1]['iter']
+    per_iter = len(p[0]['samples']) // p[0]['iter']
+    for i in range(p[0]['iter']):
+        batch = slice(i * per_iter, (i + 1) * per_iter)
+        assert not set(p[0]['samples'][batch]) & set(p[1]['samples'][batch]), i
     assert p[0]['weights'] == p[1]['weights'], 'ranks ended with different weights'
-    logs = [f for f in os.listdir(work_dir) if f.endswith('.pth')]
-    assert logs, 'rank 0 wrote no checkpoint'
+    ckpts = [f for f in os.listdir(work_dir) if f.endswith('.pth')]
+    assert ckpts, 'rank 0 wrote no checkpoint'
     return p
 
 

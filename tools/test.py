@@ -44,13 +44,11 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.cli import (check_detector_checkpoint, default_work_dir,
-                                    init_cpu_distributed, set_data_root, set_dist_backend)
+    from custom_modules.cli import (check_detector_checkpoint, default_work_dir, set_data_root,
+                                    set_launcher)
     check_detector_checkpoint(args.checkpoint)
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    set_dist_backend(cfg)
-    init_cpu_distributed(args.launcher)
+    set_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)

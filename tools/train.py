@@ -34,12 +34,9 @@ def parse_args(argv=None):
 
 def build_cfg(args) -> Config:
     from custom_modules.cli import (check_pretrained, default_work_dir, resolve_resume,
-                                    set_data_root, set_dist_backend, set_pretrained,
-                                    init_cpu_distributed)
+                                    set_data_root, set_launcher, set_pretrained)
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    set_dist_backend(cfg)
-    init_cpu_distributed(args.launcher)
+    set_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)

@@ -4,7 +4,7 @@ _base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
 
 data_root = 'data/synthetic/labeled'
 batch_size = 4
-lr = 0.005  # 0.01 diverged from a 2-minute MoCo backbone here (AP 0.004 vs 0.184 at 0.005)
+lr = 0.005  # 0.01 diverged from the 2-minute MoCo backbone here (AP 0.004; make demo: 0.148)
 max_epochs = 4
 lr_steps = [3]
 warmup_iters = 50
