@@ -1,5 +1,5 @@
 # CPU demo scale (make demo): the real model and recipe on the generated dataset, with small
-# images and fewer proposals / sampled RoIs (measured here: 3.9 -> 1.9 s per batch of 4).
+# images and fewer proposals / sampled RoIs (measured here: 3.4 -> 1.9 s per batch of 4).
 _base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
 
 data_root = 'data/synthetic/labeled'
