@@ -7,3 +7,4 @@ from . import atomic_io  # noqa: F401  (crash-safe checkpoint writes)
 from .datasets import *  # noqa: F401,F403
 from .hooks import FiniteLossHook, EpochSeedHook  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401
+from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401

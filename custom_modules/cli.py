@@ -120,7 +120,8 @@ def set_launcher(cfg: Config, launcher: str) -> None:
 
 
 def check_detector_checkpoint(path: str) -> None:
-    """Refuse a backbone-only file where a full detector checkpoint is expected."""
+    """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
+    with it."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint file does not exist')
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
@@ -128,10 +129,13 @@ def check_detector_checkpoint(path: str) -> None:
     keys = list(state) if isinstance(state, dict) else []
     if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
         return
-    if any(k.startswith('module.roi_heads.') or k.startswith('roi_heads.') for k in keys):
-        kind = ('a torchvision Faster R-CNN (e2e) checkpoint, which has to be converted to '
-                "mmdet's layout first (no converter in this repository yet)")
-    elif any(k.startswith(('module.encoder_q.', 'encoder_q.')) for k in keys):
+    if any(k.startswith(('module.roi_heads.', 'roi_heads.')) for k in keys):
+        raise ValueError(
+            f"{path} is a torchvision Faster R-CNN (e2e) checkpoint, e.g. the seed's. Convert it "
+            f'first: python tools/model_converters/torchvision_frcnn_to_mmdet.py {path} OUT.pth, '
+            'then evaluate OUT.pth with '
+            'configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py.')
+    if any(k.startswith(('module.encoder_q.', 'encoder_q.')) for k in keys):
         kind = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
     elif any(k.startswith('backbone.') for k in keys):
         kind = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '

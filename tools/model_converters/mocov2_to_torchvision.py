@@ -1,0 +1,75 @@
+"""Export the query encoder of an mmpretrain MoCo checkpoint as a torchvision ResNet-50 state_dict.
+
+    python tools/model_converters/mocov2_to_torchvision.py keep_epoch_100.pth resnet50_mocov2.pth
+
+IN: a checkpoint written by training a configs/mocov2 config (state_dict keys ``backbone.*``, the
+query encoder; ``neck.*``, the MLP projection; the key encoder and the queue). OUT: a plain
+state_dict for ``torchvision.models.resnet50()``: every key but ``fc.*``, which MoCo has no
+counterpart for, so load it with ``strict=False`` (or into a model without ``fc``). mmpretrain's
+ResNet names its layers as torchvision does (conv1, bn1, layerN.M.conv1..3/bn1..3,
+downsample.0/1), so only the ``backbone.`` prefix goes.
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+import torchvision
+
+
+def load_moco_backbone(path: str) -> dict:
+    """The query encoder's tensors, ``backbone.`` removed; refuses anything but an mmpretrain
+    MoCo checkpoint, saying what the file is."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: file does not exist')
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{path} is not a checkpoint with a state_dict')
+    keys = list(state)
+
+    def has(*prefixes):
+        return any(k.startswith(prefixes) for k in keys)
+
+    is_moco = has('backbone.') and (has('encoder_k.', 'momentum_encoder.') or 'queue' in state)
+    if not is_moco:
+        if has('module.encoder_q.', 'encoder_q.'):
+            kind = ('a facebookresearch/moco checkpoint: its query encoder already is a '
+                    'torchvision ResNet-50 under module.encoder_q. (drop that prefix and fc.*)')
+        elif has('rpn_head.', 'roi_head.'):
+            kind = 'an mmdet detector checkpoint, not a MoCo one'
+        elif has('module.roi_heads.', 'roi_heads.'):
+            kind = 'a torchvision Faster R-CNN checkpoint, not a MoCo one'
+        else:
+            kind = f'not an mmpretrain MoCo checkpoint (first keys: {keys[:3]})'
+        raise ValueError(f'{path} is {kind}.')
+    return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+
+
+def export(state: dict) -> tuple[list[str], list[str]]:
+    """Load into torchvision's ResNet-50; returns (missing, unexpected) keys. Only fc.* may be
+    missing; raises otherwise (e.g. a ResNet-18 or a deep-stem backbone)."""
+    missing, unexpected = torchvision.models.resnet50().load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith('fc.') for k in missing):
+        raise ValueError(f'the backbone is not a torchvision-layout ResNet-50: missing '
+                         f'{missing[:5]}, unexpected {unexpected[:5]}')
+    return missing, unexpected
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('src', help='mmpretrain MoCo checkpoint, e.g. keep_epoch_100.pth')
+    p.add_argument('dst', help='torchvision ResNet-50 state_dict to write')
+    args = p.parse_args(argv)
+    try:
+        state = load_moco_backbone(args.src)
+        missing, _ = export(state)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    torch.save(state, args.dst)
+    print(f'wrote {len(state)} tensors to {args.dst}; torchvision.models.resnet50() loads them '
+          f'with strict=False, missing only {", ".join(missing)}, nothing unexpected')
+
+
+if __name__ == '__main__':
+    main()
