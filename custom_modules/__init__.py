@@ -4,6 +4,7 @@ Configs load it with
 ``custom_imports = dict(imports=['custom_modules'], allow_failed_imports=False)``.
 """
 from . import atomic_io  # noqa: F401  (crash-safe checkpoint writes)
+from . import coco_summary  # noqa: F401  (FasterCocoMetric's summary on stdout)
 from .datasets import *  # noqa: F401,F403
 from .hooks import FiniteLossHook, EpochSeedHook  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401
