@@ -26,7 +26,9 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=False),  # BatchNorm frozen: eval mode, no grad
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    roi_head=dict(bbox_head=dict(num_classes=100)))
+    roi_head=dict(bbox_head=dict(num_classes=100)),
+    # torchvision keeps 2000 RPN proposals per training image after NMS (mmdet's default: 1000)
+    train_cfg=dict(rpn_proposal=dict(max_per_img=2000)))
 
 backend_args = None
 # Pillow decoding fails on truncated JPEGs (OpenCV silently returns grey pixels), and the
