@@ -12,8 +12,6 @@ img_scale = (256, 192)  # the generated images are 160-320 px
 num_workers = 2
 
 model = dict(
-    # torchvision's (and the seed's) sampling ratio; mmdet's adaptive 0 costs 2x on CPU here
-    roi_head=dict(bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=600, max_per_img=300),
         rcnn=dict(sampler=dict(num=64))),
