@@ -2,7 +2,7 @@
 
     python tools/benchmarks/bench_train_step.py [--part det moco] [--threads N] [--warmup 2]
         [--iters 5] [--det-batch 2] [--size 800x1067] [--batch 8] [--lr 0.001]
-        [--no-channels-last]
+        [--no-channels-last] [--det-cfg-options KEY=VALUE ...]
 
 One training step = forward, losses, backward, SGD step (momentum 0.9, weight decay 1e-4), on
 the same generated inputs for both sides, in one process; images/s over ITERS steps after
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import DictAction
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -71,12 +72,13 @@ def det_inputs(n, h, w):
     return imgs, boxes, labels
 
 
-def ours_det(imgs, boxes, labels, lr, channels_last):
+def ours_det(imgs, boxes, labels, lr, channels_last, cfg_options=None):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
     def edit(cfg):
         cfg.model.backbone.init_cfg = None  # no MoCo checkpoint: random weights are as slow
+        cfg.merge_from_dict(cfg_options or {})
     model, optim = build_mm(DET_CONFIG, lr, edit)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -210,6 +212,9 @@ def main():
     p.add_argument('--lr', type=float, default=0.001)
     p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
                    help='also time ours in channels_last memory format')
+    p.add_argument('--det-cfg-options', nargs='+', action=DictAction, default={},
+                   help="override our detector's config, e.g. "
+                        'model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio=2')
     args = p.parse_args()
     import logging
     from mmengine.logging import MMLogger
@@ -224,7 +229,8 @@ def main():
         data = det_inputs(args.det_batch, h, w)
         compare(f'Faster R-CNN R50-FPN, {args.det_batch} x {h}x{w}', args.det_batch,
                 [('theirs', lambda: theirs_det(*data, args.lr))]
-                + [('ours' + ' channels_last' * cl, lambda cl=cl: ours_det(*data, args.lr, cl))
+                + [('ours' + ' channels_last' * cl, lambda cl=cl: ours_det(*data, args.lr, cl,
+                                                                    args.det_cfg_options))
                    for cl in layouts], args)
     if 'moco' in args.part:
         views = moco_views(args.batch)
