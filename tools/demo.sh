@@ -46,5 +46,5 @@ if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
 fi
 "$PYTHON" tools/test.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" --data-root "$DATA/labeled" \
     --split validation --work-dir "$OUT/test_mocov2" --out "$OUT/test_mocov2/predictions.pkl" \
-    2>&1 | grep -E "^ Average|^checkpoint|^dataset|^logs|^predictions"
+    2>&1 | grep -E "^ Average|^checkpoint|^dataset: |^logs|^predictions"
 step "done: checkpoints and logs under $OUT/"
