@@ -119,29 +119,59 @@ def set_launcher(cfg: Config, launcher: str) -> None:
     dist.init_process_group('gloo')
 
 
-def check_detector_checkpoint(path: str) -> None:
-    """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
-    with it."""
+def load_state_dict_file(path: str) -> dict:
+    """A checkpoint file's state_dict: its 'state_dict' entry, or the file itself if it is one."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint file does not exist')
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    keys = list(state) if isinstance(state, dict) else []
-    if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{path} is not a checkpoint with a state_dict')
+    return state
+
+
+def checkpoint_kind(state: dict) -> str:
+    """What wrote a state_dict, from its key prefixes (DDP's 'module.' ignored): 'mmdet' (a
+    detector), 'torchvision-detector', 'fb-moco' (facebookresearch/moco), 'mmpretrain-moco',
+    'backbone' (backbone.* alone) or 'unknown'. The tools that refuse a wrong file use this, so
+    they agree on what a file is."""
+    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state]
+
+    def has(*prefixes):
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has('rpn_head.', 'roi_head.'):
+        return 'mmdet'
+    if has('roi_heads.'):
+        return 'torchvision-detector'
+    if has('encoder_q.'):
+        return 'fb-moco'
+    if has('backbone.'):
+        return ('mmpretrain-moco' if has('encoder_k.', 'momentum_encoder.') or 'queue' in keys
+                else 'backbone')
+    return 'unknown'
+
+
+def check_detector_checkpoint(path: str) -> None:
+    """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
+    with it."""
+    state = load_state_dict_file(path)
+    kind = checkpoint_kind(state)
+    if kind == 'mmdet':
         return
-    if any(k.startswith(('module.roi_heads.', 'roi_heads.')) for k in keys):
+    if kind == 'torchvision-detector':
         raise ValueError(
             f"{path} is a torchvision Faster R-CNN (e2e) checkpoint, e.g. the seed's. Convert it "
             f'first: python tools/model_converters/torchvision_frcnn_to_mmdet.py {path} OUT.pth, '
             'then evaluate OUT.pth with '
             'configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py.')
-    if any(k.startswith(('module.encoder_q.', 'encoder_q.')) for k in keys):
-        kind = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
-    elif any(k.startswith('backbone.') for k in keys):
-        kind = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '
+    if kind == 'fb-moco':
+        what = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
+    elif kind in ('mmpretrain-moco', 'backbone'):
+        what = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '
                 'rpn_head.* / roi_head.*)')
     else:
-        kind = f'not an mmdet detector checkpoint (first keys: {keys[:3]})'
-    raise ValueError(f'{path} is {kind}. Evaluation needs a full detector checkpoint written by '
+        what = f'not an mmdet detector checkpoint (first keys: {list(state)[:3]})'
+    raise ValueError(f'{path} is {what}. Evaluation needs a full detector checkpoint written by '
                      'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
                      'epoch_37.pth); backbone checkpoints are for --pretrained when training.')

@@ -16,33 +16,23 @@ import sys
 import torch
 import torchvision
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from custom_modules.cli import checkpoint_kind, load_state_dict_file  # noqa: E402
+
 
 def load_moco_backbone(path: str) -> dict:
     """The query encoder's tensors, ``backbone.`` removed; refuses anything but an mmpretrain
     MoCo checkpoint, saying what the file is."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: file does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'{path} is not a checkpoint with a state_dict')
-    keys = list(state)
-
-    def has(*prefixes):
-        return any(k.startswith(prefixes) for k in keys)
-
-    is_moco = has('backbone.') and (has('encoder_k.', 'momentum_encoder.') or 'queue' in state)
-    if not is_moco:
-        if has('module.encoder_q.', 'encoder_q.'):
-            kind = ('a facebookresearch/moco checkpoint: its query encoder already is a '
-                    'torchvision ResNet-50 under module.encoder_q. (drop that prefix and fc.*)')
-        elif has('rpn_head.', 'roi_head.'):
-            kind = 'an mmdet detector checkpoint, not a MoCo one'
-        elif has('module.roi_heads.', 'roi_heads.'):
-            kind = 'a torchvision Faster R-CNN checkpoint, not a MoCo one'
-        else:
-            kind = f'not an mmpretrain MoCo checkpoint (first keys: {keys[:3]})'
-        raise ValueError(f'{path} is {kind}.')
+    state = load_state_dict_file(path)
+    kind = checkpoint_kind(state)
+    if kind != 'mmpretrain-moco':
+        what = {
+            'fb-moco': ('a facebookresearch/moco checkpoint: its query encoder already is a '
+                        'torchvision ResNet-50 under module.encoder_q. (drop that prefix and fc.*)'),
+            'mmdet': 'an mmdet detector checkpoint, not a MoCo one',
+            'torchvision-detector': 'a torchvision Faster R-CNN checkpoint, not a MoCo one',
+        }.get(kind, f'not an mmpretrain MoCo checkpoint (first keys: {list(state)[:3]})')
+        raise ValueError(f'{path} is {what}.')
     return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
 
 

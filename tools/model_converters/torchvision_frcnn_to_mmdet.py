@@ -38,6 +38,7 @@ from mmengine.registry import DefaultScope, init_default_scope  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 
 import custom_modules  # noqa: E402,F401  (the config's TorchvisionAnchorGenerator)
+from custom_modules.cli import checkpoint_kind, load_state_dict_file  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'faster_rcnn',
                           'faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py')
@@ -70,38 +71,32 @@ def torchvision_index_of_class(labels: str) -> list[int]:
 def load_torchvision_state(path: str) -> dict:
     """The seed checkpoint's state_dict without the DDP prefix; refuses anything else, saying
     what the file is."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: file does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    state = load_state_dict_file(path)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'{path} is not a checkpoint with a state_dict of tensors')
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    keys = list(state)
-
-    def has(*prefixes):
-        return any(k.startswith(prefixes) for k in keys)
-
-    if has('encoder_q.'):
-        kind = ('a facebookresearch/moco pretraining checkpoint (module.encoder_q.*): a backbone, '
+    kind = checkpoint_kind(state)
+    if kind == 'fb-moco':
+        what = ('a facebookresearch/moco pretraining checkpoint (module.encoder_q.*): a backbone, '
                 'not a detector. Fine-tune from it with tools/train.py CONFIG --pretrained PATH '
                 '--cfg-options model.backbone.init_cfg.prefix=module.encoder_q.')
-    elif has('rpn_head.', 'roi_head.'):
-        kind = 'already an mmdet detector checkpoint: evaluate it with tools/test.py directly'
-    elif has('backbone.') and (has('encoder_k.', 'momentum_encoder.') or 'queue' in state):
-        kind = ('an mmpretrain MoCo checkpoint (backbone.*, neck.*, key encoder, queue): a '
+    elif kind == 'mmdet':
+        what = 'already an mmdet detector checkpoint: evaluate it with tools/test.py directly'
+    elif kind == 'mmpretrain-moco':
+        what = ('an mmpretrain MoCo checkpoint (backbone.*, neck.*, key encoder, queue): a '
                 'backbone for tools/train.py --pretrained, not a detector')
-    elif has('roi_heads.mask_predictor.', 'roi_heads.keypoint_predictor.'):
-        kind = 'a torchvision Mask/Keypoint R-CNN checkpoint, not a Faster R-CNN one'
+    elif any(k.startswith(('roi_heads.mask_predictor.', 'roi_heads.keypoint_predictor.'))
+             for k in state):
+        what = 'a torchvision Mask/Keypoint R-CNN checkpoint, not a Faster R-CNN one'
     elif 'roi_heads.box_predictor.cls_score.weight' not in state:
-        kind = f'not a torchvision Faster R-CNN checkpoint (first keys: {keys[:3]})'
+        what = f'not a torchvision Faster R-CNN checkpoint (first keys: {list(state)[:3]})'
     else:
         n = state['roi_heads.box_predictor.cls_score.weight'].shape[0]
         if n == NUM_CLASSES + 1:
             return state
-        kind = (f'a torchvision Faster R-CNN with {n} outputs (classes + background), not '
+        what = (f'a torchvision Faster R-CNN with {n} outputs (classes + background), not '
                 f'{NUM_CLASSES + 1}: not a model of the labeled set')
-    raise ValueError(f'{path} is {kind}.')
+    raise ValueError(f'{path} is {what}.')
 
 
 def convert(state: dict, labels: str = 'course') -> dict:
