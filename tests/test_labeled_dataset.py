@@ -6,13 +6,19 @@ import numpy as np
 import pytest
 import yaml
 from conftest import write_sample
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 import custom_modules  # noqa: F401  registers LabeledDetDataset
 from custom_modules.datasets import LABELED_CLASSES, LabeledDataError
 from mmdet.registry import DATASETS
 
-init_default_scope('mmdet')
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Types resolve in mmdet's registry whatever scope an earlier test module left current."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 
 def build(root, split='training', cache_dir=None, **kwargs):
@@ -115,6 +121,19 @@ def test_bad_boxes_are_repaired_counted_and_logged(tmp_path, cache_dir):
     assert problems['box outside image dropped'] == 1
 
 
+def test_wrong_image_size_in_yml_replaced_by_header(tmp_path, cache_dir):
+    doc = 'bboxes: [[4, 5, 100, 80]]\nlabels: [dog]\nimage_size: [128, 96]\n'
+    _, yml = write_sample(tmp_path, 'training', 1, size=(64, 48), label_doc=doc)
+    ds = build(str(tmp_path), cache_dir=cache_dir)
+    info = ds.get_data_info(0)
+    assert (info['width'], info['height']) == (64, 48)
+    assert info['instances'][0]['bbox'] == [4, 5, 64, 48]  # clipped to the real image
+    report = ds.index_report
+    assert report.problems['image_size in yml differs from the image header; header used'] == 1
+    assert report.examples['image_size in yml differs from the image header; header used'] == [yml]
+    assert report.problems['box clipped to image'] == 1
+
+
 def test_images_without_objects_kept_for_eval_filtered_for_training(tmp_path, cache_dir):
     write_sample(tmp_path, 'training', 1)
     write_sample(tmp_path, 'training', 2, bboxes=(), labels=())
@@ -141,18 +160,33 @@ def test_index_cache_reused_and_invalidated(tmp_path, cache_dir):
     assert ds.get_data_info(0)['instances'][0]['bbox_label'] == 99
 
 
+def test_index_cache_hit_from_another_cwd_gives_usable_paths(tmp_path, cache_dir, monkeypatch):
+    write_sample(tmp_path / 'data', 'training', 1)
+    monkeypatch.chdir(tmp_path)
+    assert not build('data', cache_dir=cache_dir).index_report.from_cache
+    monkeypatch.chdir(tmp_path / 'data')
+    ds = build('.', cache_dir=cache_dir)
+    assert ds.index_report.from_cache
+    assert os.path.isfile(ds.get_data_info(0)['img_path'])
+
+
 def test_parallel_index_matches_serial(tmp_path, cache_dir):
     from custom_modules.datasets.labeled_index import load_split
     for i in range(1, 41):
         write_sample(tmp_path, 'training', i, size=(32, 32) if i % 2 else (40, 20),
                      bboxes=((1, 1, 9, 9),), labels=(LABELED_CLASSES[i],), image_size=bool(i % 3))
-    serial, _ = load_split(str(tmp_path), 'training', use_cache=False, num_workers=1)
+    write_sample(tmp_path, 'training', 41, size=(40, 20),
+                 label_doc='bboxes: [[1, 1, 39, 19]]\nlabels: [dog]\nimage_size: [20, 40]\n')
+    serial, serial_report = load_split(str(tmp_path), 'training', use_cache=False, num_workers=1)
     import custom_modules.datasets.labeled_index as li
     old, li._PARALLEL_MIN_FILES = li._PARALLEL_MIN_FILES, 1
     try:
-        parallel, _ = load_split(str(tmp_path), 'training', use_cache=False, num_workers=2)
+        parallel, parallel_report = load_split(str(tmp_path), 'training', use_cache=False,
+                                               num_workers=2)
     finally:
         li._PARALLEL_MIN_FILES = old
+    assert parallel_report.problems == serial_report.problems
+    assert serial_report.problems[li.SIZE_MISMATCH] == 1 and serial[-1].width == 40
     assert [(r.img_id, r.width, r.height, r.bboxes.tolist(), r.labels.tolist()) for r in serial] == \
         [(r.img_id, r.width, r.height, r.bboxes.tolist(), r.labels.tolist()) for r in parallel]
 

@@ -48,6 +48,17 @@ def test_check_dataset_ok_on_generated_data(synthetic_root, capsys):
     assert '.PNG images: 16' in capsys.readouterr().out
 
 
+def test_check_dataset_unlabeled_matches_png_in_any_case(tmp_path, capsys):
+    from PIL import Image
+    for name in ('a.png', 'b.PNG', 'sub/c.Png'):
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        Image.new('RGB', (8, 8)).save(tmp_path / name, format='PNG')
+    (tmp_path / 'notes.txt').write_text('not an image')
+    assert check_dataset.main([str(tmp_path), '--workers', '1']) == 0
+    out = capsys.readouterr().out
+    assert '.PNG images: 3' in out and '.txt: 1' in out
+
+
 def test_check_dataset_lists_every_problem(tmp_path, capsys):
     write_sample(tmp_path, 'validation', 1)
     write_sample(tmp_path, 'validation', 2, label_doc='bboxes: [[1, 2, 3, 4]]\nlabels: [unicorn]\n')
@@ -62,6 +73,21 @@ def test_check_dataset_lists_every_problem(tmp_path, capsys):
     for words in ('unknown class name', 'invalid YAML', 'image without yml or yml without image',
                   'unreadable image', 'repaired: 1 x box clipped to image', 'FAILED: 4 errors'):
         assert words in out, words
+
+
+def test_check_dataset_repairs_image_size_like_the_dataset(tmp_path, capsys, cache_dir):
+    """A yml image_size that differs from the header is a repair (header used), not an error."""
+    from custom_modules.datasets.labeled_index import SIZE_MISMATCH, load_split
+    write_sample(tmp_path, 'validation', 1)
+    # 64x48 image whose yml claims 50x40: the box fits the real image, so nothing is clipped
+    write_sample(tmp_path, 'validation', 2, label_doc='bboxes: [[4, 5, 60, 45]]\n'
+                 'labels: [dog]\nimage_size: [50, 40]\n')
+    assert check_dataset.main([str(tmp_path), '--workers', '1']) == 0
+    out = capsys.readouterr().out
+    assert f'repaired: 1 x {SIZE_MISMATCH}, e.g. ' in out and '[50, 40]' in out
+    assert 'ERROR' not in out and 'clipped' not in out and out.rstrip().endswith('OK')
+    _, report = load_split(str(tmp_path), 'validation', cache_dir=cache_dir)
+    assert dict(report.problems) == {SIZE_MISMATCH: 1}
 
 
 def test_check_dataset_missing_split(tmp_path, capsys):

@@ -6,7 +6,9 @@
 
 Unlike the dataset class, which stops at the first error, this reads every file and lists all
 problems by kind. ``--decode`` decodes every image fully (finds truncated files; slower).
-Exit status: 0 when no errors (repairs such as clipped boxes are reported, not errors), 1 otherwise.
+Exit status: 0 when no errors, 1 otherwise. Problems the dataset class repairs (an ``image_size``
+that differs from the image header, clipped or dropped boxes, images without objects) are
+reported as repairs, not errors, and counted as the dataset counts them.
 """
 import argparse
 import os
@@ -19,11 +21,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import (  # noqa: E402
-    BAD_IMAGE, UNPAIRED, IndexReport, LabeledDataError, _sanitize, parse_label_file,
-    scan_split)
+    BAD_IMAGE, SIZE_MISMATCH, UNPAIRED, IndexReport, LabeledDataError, _sanitize,
+    parse_label_file, scan_split)
 
 SPLITS = ('training', 'validation')
-SIZE_MISMATCH = 'image_size in yml differs from the image'
 
 
 def _check_image(path: str, decode: bool):
@@ -43,7 +44,7 @@ def _check_pairs(args):
     class_to_idx = {c: i for i, c in enumerate(LABELED_CLASSES)}
     out = []
     for img_id, img_path, label_path in items:
-        errors, parsed, mode = [], None, None
+        errors, parsed, mode, repairs = [], None, None, []
         try:
             size, mode = _check_image(img_path, decode)
         except LabeledDataError as e:
@@ -51,14 +52,15 @@ def _check_pairs(args):
             size = None
         try:
             yml_size, boxes, labels = parse_label_file(label_path, class_to_idx)
-            if yml_size is not None and size is not None and tuple(yml_size) != tuple(size):
-                errors.append((SIZE_MISMATCH, f'{label_path}: image_size {list(yml_size)} but '
-                               f'{img_path} is {list(size)}'))
             if size is not None:
+                # as the dataset does: the header's size is used, a differing yml one is repaired
+                if yml_size is not None and tuple(yml_size) != tuple(size):
+                    repairs.append((SIZE_MISMATCH, f'{label_path} (image_size {list(yml_size)}, '
+                                    f'header {list(size)})'))
                 parsed = (img_id, img_path, label_path, size, boxes, labels)
         except LabeledDataError as e:
             errors.append((e.kind, str(e)))
-        out.append((parsed, mode, errors))
+        out.append((parsed, mode, errors, repairs))
     return out
 
 
@@ -80,12 +82,14 @@ def check_labeled_split(root: str, split: str, decode: bool, workers: int) -> in
     with ProcessPoolExecutor(workers) as pool:
         results = pool.map(_check_pairs, [(c, decode) for c in _chunks(items, workers)])
         for chunk in results:
-            for parsed, mode, errs in chunk:
+            for parsed, mode, errs, repairs in chunk:
                 modes[mode] += mode is not None
                 for kind, msg in errs:
                     errors.setdefault(kind, []).append(msg)
                 if parsed is None:
                     continue
+                for kind, example in repairs:
+                    report.add(kind, example)
                 rec = _sanitize(parsed, list(range(len(LABELED_CLASSES))), report)
                 report.num_images += 1
                 boxes_per_image[len(rec.labels)] += 1
@@ -129,7 +133,8 @@ def check_unlabeled(root: str, decode: bool, workers: int) -> int:
     paths, other = [], Counter()
     for dirpath, _, names in os.walk(root):
         for n in names:
-            if n.endswith('.PNG'):
+            # as mmpretrain's CustomDataset(extensions=('.png',)) matches, which lower-cases names
+            if n.lower().endswith('.png'):
                 paths.append(osp.join(dirpath, n))
             else:
                 other[osp.splitext(n)[1]] += 1

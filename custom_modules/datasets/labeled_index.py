@@ -2,15 +2,18 @@
 
 Layout: ``<root>/<split>/images/<id>.JPEG`` and ``<root>/<split>/labels/<id>.yml``; each yml
 holds ``bboxes`` ([xmin, ymin, xmax, ymax] absolute pixels), ``labels`` (class names, same
-length) and optionally ``image_size`` ([width, height]).
+length) and optionally ``image_size`` ([width, height]). Width and height always come from the
+image file's header (read without decoding pixels); ``image_size`` is only compared with it.
 
 Problems that make a label ambiguous raise :class:`LabeledDataError` naming the file:
 invalid YAML, missing keys, ``bboxes``/``labels`` length mismatch, a malformed box, an unknown
 class name, a yml without its image or an image without its yml, an unreadable image header.
 Problems with one well-defined fix are repaired, logged and counted in :class:`IndexReport`:
-boxes partly outside the image are clipped to it, boxes with no area (x2 <= x1 or y2 <= y1,
-as written or after clipping) are dropped, and images left without objects are kept (training
-configs filter them with ``filter_cfg.filter_empty_gt``; evaluation keeps them).
+an ``image_size`` that differs from the header is replaced by the header's size (the boxes are
+then checked against the real image), boxes partly outside the image are clipped to it, boxes
+with no area (x2 <= x1 or y2 <= y1, as written or after clipping) are dropped, and images left
+without objects are kept (``filter_cfg.filter_empty_gt=True`` drops them from a training set;
+the training configs here set it False, as the seed trained on every image).
 
 Reading 50,000 small yml files is the slow part of a 24-hour job's start, so parsing uses
 libyaml when available, runs in worker processes, and the result is cached on disk under a
@@ -45,11 +48,12 @@ IMAGE_SUFFIX = '.JPEG'
 LABEL_SUFFIX = '.yml'
 _ID_RE = re.compile(r'^(\d+)$')
 # bump when the cached record format or the repair rules change
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2
 # below this many files a process pool costs more than it saves
 _PARALLEL_MIN_FILES = 2000
 
 # kinds of repaired problems, as counted in IndexReport.problems
+SIZE_MISMATCH = 'image_size in yml differs from the image header; header used'
 CLIPPED = 'box clipped to image'
 DEGENERATE = 'box with x2<=x1 or y2<=y1 dropped'
 OUTSIDE = 'box outside image dropped'
@@ -182,13 +186,13 @@ def parse_label_file(path: str, class_to_idx: dict[str, int]) -> tuple:
 
 
 def _parse_chunk(args) -> list:
+    """[((img_id, img_path, label_path, header size, boxes, labels), yml image_size or None)]."""
     items, class_to_idx = args
     out = []
     for img_id, img_path, label_path in items:
-        size, boxes, labels = parse_label_file(label_path, class_to_idx)
-        if size is None:
-            size = read_image_size(img_path)
-        out.append((img_id, img_path, label_path, size, boxes, labels))
+        yml_size, boxes, labels = parse_label_file(label_path, class_to_idx)
+        size = read_image_size(img_path)
+        out.append(((img_id, img_path, label_path, size, boxes, labels), yml_size))
     return out
 
 
@@ -265,7 +269,8 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
     unknown = [c for c in classes if c not in LABELED_CLASSES]
     if unknown:
         raise ValueError(f'metainfo classes {unknown} are not in the dataset table')
-    files = scan_split(root, split)
+    # cached records are shared by every working directory, so their paths must not be relative
+    files = scan_split(os.path.abspath(root), split)
     split_dir = files.split_dir
     report = IndexReport(split_dir=split_dir, ignored_files=files.ignored)
     no_image, no_label = files.unpaired()
@@ -278,7 +283,7 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
         raise LabeledDataError(f'{split_dir}: ' + '; '.join(msgs), UNPAIRED)
 
     key = hashlib.sha1(pickle.dumps((
-        _INDEX_VERSION, os.path.abspath(split_dir), classes, files.stats))).hexdigest()
+        _INDEX_VERSION, split_dir, classes, files.stats))).hexdigest()
     cache_path = os.path.join(cache_dir or default_cache_dir(), f'{key}.pkl')
     if use_cache and os.path.isfile(cache_path):
         try:
@@ -301,7 +306,11 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
             parsed = [p for chunk in pool.map(_parse_chunk, chunks) for p in chunk]
     else:
         parsed = _parse_chunk((items, class_to_idx))
-    records = [_sanitize(p, keep, report) for p in parsed]
+    records = []
+    for p, yml_size in parsed:
+        if yml_size is not None and tuple(yml_size) != tuple(p[3]):
+            report.add(SIZE_MISMATCH, p[2])
+        records.append(_sanitize(p, keep, report))
     report.num_images = len(records)
 
     if use_cache:
