@@ -5,7 +5,6 @@ substituted when the config file is read, so overriding it afterwards changes no
 """
 import os
 import os.path as osp
-import re
 import subprocess
 
 import torch
@@ -45,6 +44,11 @@ def set_pretrained(cfg: Config, path: str) -> None:
     cfg.pretrained = path
 
 
+def drop_backbone_init(cfg: Config) -> None:
+    if 'model' in cfg and cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+
+
 def check_pretrained(cfg: Config) -> None:
     """Fail before building anything when the backbone checkpoint is unset or missing."""
     init_cfg = cfg.model.get('backbone', {}).get('init_cfg') if 'model' in cfg else None
@@ -56,37 +60,6 @@ def check_pretrained(cfg: Config) -> None:
             f'backbone checkpoint {path!r} does not exist. Give the MoCo checkpoint with '
             '`tools/train.py CONFIG --pretrained PATH` (or --cfg-options '
             'model.backbone.init_cfg.checkpoint=PATH).')
-
-
-def latest_checkpoint(work_dir: str) -> str | None:
-    """The newest complete checkpoint in ``work_dir``: the one ``last_checkpoint`` names, or,
-    if that file is missing, empty or points nowhere (a kill while it was written), the
-    highest-numbered ``epoch_N.pth`` / ``iter_N.pth``."""
-    named = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(named):
-        with open(named) as f:
-            path = f.read().strip()
-        if path and osp.isfile(path):
-            return path
-    found = []
-    for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
-        m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
-        if m:
-            found.append((int(m.group(2)), osp.join(work_dir, name)))
-    return max(found)[1] if found else None
-
-
-def resolve_resume(cfg: Config, resume: str | None) -> None:
-    """``--resume`` without a path: continue from this work_dir's latest checkpoint if there
-    is one; otherwise start as the config says (fresh, or, for stage 2/3 configs, from the
-    previous stage). Stage configs behave the same without the flag once they have
-    checkpoints of their own, so a requeued job never restarts a stage from its beginning."""
-    if resume and resume != 'auto':
-        cfg.resume, cfg.load_from = True, resume
-        return
-    own = latest_checkpoint(cfg.work_dir)
-    if own and (resume == 'auto' or cfg.get('resume')):
-        cfg.resume, cfg.load_from = True, own
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:

@@ -1,4 +1,4 @@
-"""Crash safety: atomic checkpoint files, finding the newest complete checkpoint, NaN stop."""
+"""Crash safety: atomic checkpoint files, finding the newest resume point, NaN stop."""
 import os
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from mmengine.fileio import get_file_backend
 
 import custom_modules  # noqa: F401  (installs the atomic local backend)
-from custom_modules.cli import latest_checkpoint
+from custom_modules.resume_policy import latest_resume_point
 from custom_modules.hooks import FiniteLossHook
 
 
@@ -25,14 +25,31 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth']
 
 
-def test_latest_checkpoint_survives_a_lost_pointer(tmp_path):
+def _ckpt(path, iter_, epoch, resumable=True):
+    ckpt = dict(meta=dict(epoch=epoch, iter=iter_, seed=0), state_dict={}, message_hub={})
+    if resumable:
+        ckpt.update(optimizer={}, param_schedulers=[])
+    torch.save(ckpt, str(path))
+
+
+def test_latest_resume_point_survives_a_lost_pointer(tmp_path):
     for n in (3, 4, 12):
-        (tmp_path / f'epoch_{n}.pth').write_bytes(b'x')
+        _ckpt(tmp_path / f'epoch_{n}.pth', iter_=10 * n, epoch=n)
+    (tmp_path / 'iter_55.pth').write_bytes(b'truncated')  # never a resume point
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_4.pth'))
-    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_4.pth')
+    assert latest_resume_point(str(tmp_path)) == str(tmp_path / 'epoch_4.pth')
     (tmp_path / 'last_checkpoint').write_text('')  # killed while the pointer was rewritten
-    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_12.pth')
-    assert latest_checkpoint(str(tmp_path / 'missing')) is None
+    assert latest_resume_point(str(tmp_path)) == str(tmp_path / 'epoch_12.pth')
+    _ckpt(tmp_path / 'iter_125.pth', iter_=125, epoch=12)  # a time-limit stop inside epoch 13
+    assert latest_resume_point(str(tmp_path)) == str(tmp_path / 'iter_125.pth')
+    assert latest_resume_point(str(tmp_path / 'missing')) is None
+
+
+def test_weights_only_file_is_never_a_resume_point(tmp_path):
+    _ckpt(tmp_path / 'epoch_100.pth', iter_=1000, epoch=100)
+    _ckpt(tmp_path / 'keep_epoch_100.pth', iter_=1000, epoch=100, resumable=False)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'keep_epoch_100.pth'))
+    assert latest_resume_point(str(tmp_path)) == str(tmp_path / 'epoch_100.pth')
 
 
 class _Runner:

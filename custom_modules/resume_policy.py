@@ -1,0 +1,201 @@
+"""Which checkpoint a training run continues from, and when it must refuse to.
+
+- Only a checkpoint with model, optimizer and LR-scheduler state and its epoch/iteration is a
+  resume point: weights-only copies such as ``keep_epoch_100.pth`` never are.
+- A work folder records what produced it (``run_inputs.json``: the training config as run, the
+  initial checkpoints' paths and SHA-256, the data folders, the number of processes). Resuming
+  with other inputs stops with a message naming each difference, unless asked for explicitly.
+- An explicit ``--resume PATH`` wins over the automatic choice, except in a Slurm job that was
+  restarted (time limit, preemption): the job has then progressed past PATH in its own folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import tempfile
+
+import torch
+from mmengine.config import Config
+
+RECORD = 'run_inputs.json'
+# Fields that cannot change what is trained: logging, evaluation, checkpoint cadence, loader
+# workers (samples are seeded by index, see resumable.py), where the run stops
+# (train_cfg.max_epochs: continuing a schedule further is the same run) and launch details.
+_IGNORED = ('work_dir', 'resume', 'load_from', 'launcher', 'env_cfg', 'model_wrapper_cfg',
+            'custom_imports', 'train_cfg.max_epochs', 'log_level', 'log_processor',
+            'visualizer', 'default_hooks.logger', 'default_hooks.checkpoint',
+            'default_hooks.timer', 'default_hooks.visualization', 'val_dataloader',
+            'val_evaluator', 'val_cfg', 'test_dataloader', 'test_evaluator', 'test_cfg',
+            'train_dataloader.num_workers', 'train_dataloader.persistent_workers',
+            'train_dataloader.pin_memory', 'train_dataloader.prefetch_factor')
+_PATH_KEYS = ('data_root', 'checkpoint', 'load_from')
+_FILE_KEYS = ('checkpoint', 'load_from')
+
+
+class ChangedInputsError(RuntimeError):
+    pass
+
+
+def read_checkpoint_meta(path: str) -> tuple[dict | None, str]:
+    """(meta, '') for a resume point, else (None, why not)."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+    except Exception as e:  # a truncated or foreign file is not a resume point
+        return None, f'unreadable ({type(e).__name__}: {e})'
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get('meta'), dict):
+        return None, 'no training metadata (not written by tools/train.py)'
+    missing = [k for k in ('state_dict', 'optimizer', 'param_schedulers', 'message_hub')
+               if k not in ckpt]
+    if missing or not {'epoch', 'iter'} <= set(ckpt['meta']):
+        return None, f'no {", ".join(missing) or "epoch/iteration"} state (a weights-only copy)'
+    return ckpt['meta'], ''
+
+
+def latest_resume_point(work_dir: str) -> str | None:
+    """The resume point ``last_checkpoint`` names or, when that file is missing, empty or names a
+    file that is gone or not a resume point, the ``epoch_N`` / ``iter_N`` checkpoint with the
+    highest iteration."""
+    named = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(named):
+        with open(named) as f:
+            path = f.read().strip()
+        if path and osp.isfile(path) and read_checkpoint_meta(path)[0] is not None:
+            return path
+    found = []
+    for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
+        if re.fullmatch(r'(epoch|iter)_\d+\.pth', name):
+            meta, _ = read_checkpoint_meta(osp.join(work_dir, name))
+            if meta is not None:
+                found.append((meta['iter'], meta['epoch'], osp.join(work_dir, name)))
+    return max(found)[2] if found else None
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _flatten(obj, prefix: str, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(v, f'{prefix}.{k}' if prefix else str(k), out)
+    elif isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        for i, v in enumerate(obj):
+            _flatten(v, f'{prefix}.{i}', out)
+    else:
+        out[prefix] = obj
+
+
+def _ignored(key: str) -> bool:
+    return any(key == p or key.startswith(p + '.') for p in _IGNORED)
+
+
+def run_inputs(cfg: Config) -> dict:
+    """What determines a training run, as flat ``key: text`` pairs (see the module doc)."""
+    flat = {}
+    _flatten(cfg.to_dict(), '', flat)
+    flat['load_from'] = cfg.get('load_from')
+    inputs = {}
+    for key, value in flat.items():
+        top_scalar = '.' not in key and not isinstance(cfg.get(key), (dict, list, tuple))
+        if key != 'load_from' and (_ignored(key) or (top_scalar and key != 'default_scope')):
+            continue  # a top-level variable is also in the fields it was substituted into
+        last = key.rsplit('.', 1)[-1]
+        if last in _PATH_KEYS and isinstance(value, str) and '://' not in value:
+            value = osp.abspath(value) if value else value
+            if last in _FILE_KEYS and osp.isfile(value):
+                inputs[f'{key} (sha256)'] = _sha256(value)
+            elif last == 'checkpoint':
+                continue  # unset (--pretrained not repeated): a resumed run does not read it
+        inputs[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    inputs['world_size'] = int(os.environ.get('WORLD_SIZE') or os.environ.get('SLURM_NTASKS') or 1)
+    return inputs
+
+
+def _read_record(work_dir: str) -> dict | None:
+    try:
+        with open(osp.join(work_dir, RECORD)) as f:
+            return json.load(f)['inputs']
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_record(work_dir: str, inputs: dict) -> None:
+    """Rank 0 writes (atomically) what this work folder is being trained from."""
+    if int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0) != 0:
+        return
+    os.makedirs(work_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=work_dir, prefix='.run_inputs-')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(dict(inputs=inputs), f, indent=1, sort_keys=True)
+    os.replace(tmp, osp.join(work_dir, RECORD))
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        if key.endswith('(sha256)') and (key not in recorded or key not in current):
+            continue  # the file is gone (or was not there at the start): its path still counts
+        if key.endswith('.checkpoint') and key not in current:
+            continue  # not given this time
+        if recorded.get(key, '<absent>') != current.get(key, '<absent>'):
+            out.append(f'{key}: {recorded.get(key, "<absent>")!r} -> '
+                       f'{current.get(key, "<absent>")!r}')
+    return out
+
+
+def _resume_from(cfg: Config, path: str, meta: dict) -> None:
+    cfg.resume, cfg.load_from = True, path
+    # the data order and per-sample seeds come from the seed the run started with
+    cfg.setdefault('randomness', {})['seed'] = meta.get('seed', cfg.randomness.get('seed'))
+
+
+def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
+                   allow_input_change: bool = False, restarted: bool = False) -> str:
+    """Set ``cfg.resume`` / ``cfg.load_from`` and write the work folder's record. ``resume`` is
+    None (no flag), 'auto' (``--resume``) or a path. Returns what was decided, for the log."""
+    work_dir = cfg.work_dir
+    own = latest_resume_point(work_dir)
+    if resume and resume != 'auto' and not (restarted and own):
+        meta, why = read_checkpoint_meta(resume)
+        if meta is None:
+            raise ValueError(f'--resume {resume}: not a resume point: {why}. Resume from an '
+                             'epoch_N.pth / iter_N.pth written by tools/train.py; a weights-only '
+                             'file initializes a run with --pretrained or load_from instead.')
+        _resume_from(cfg, resume, meta)
+        write_record(work_dir, inputs)
+        return f'resuming from {resume} (--resume)'
+    if own and (resume or cfg.get('resume')):
+        recorded = _read_record(work_dir)
+        diffs = (differences(recorded, inputs) if recorded is not None
+                 else [f'{RECORD}: missing (no record of what trained this folder)'])
+        if diffs and not allow_input_change:
+            raise ChangedInputsError(
+                f'{work_dir} holds a run trained from other inputs than this command gives; '
+                'not resuming it:\n  ' + '\n  '.join(diffs[:20])
+                + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
+                + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
+                'with the new inputs (--allow-input-change).')
+        _resume_from(cfg, own, read_checkpoint_meta(own)[0])
+        if diffs:
+            write_record(work_dir, inputs)
+        return f'resuming from {own} (latest resume point in {work_dir})'
+    if cfg.get('resume') and cfg.get('load_from'):  # a stage config continuing the previous one
+        meta, why = read_checkpoint_meta(cfg.load_from)
+        if meta is None:
+            raise ValueError(f'the previous stage\'s checkpoint {cfg.load_from} is missing or not '
+                             f'a resume point ({why}): train the previous stage first, or give '
+                             'its checkpoint with --resume PATH')
+        _resume_from(cfg, cfg.load_from, meta)
+        write_record(work_dir, inputs)
+        return f'continuing the previous stage from {cfg.load_from}'
+    # never let mmengine pick last_checkpoint by itself: it may name a file that is no resume point
+    cfg.resume = False
+    write_record(work_dir, inputs)
+    return f'starting a new run in {work_dir}' + (' (nothing to resume there)' if resume else '')
