@@ -1,5 +1,6 @@
 """Training guards."""
 import math
+import os
 import random
 
 import numpy as np
@@ -20,7 +21,8 @@ class FiniteLossHook(Hook):
     priority = 'VERY_HIGH'
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        losses = {k: float(v) for k, v in (outputs or {}).items() if k.startswith('loss')}
+        losses = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                  for k, v in (outputs or {}).items() if k.startswith('loss')}
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             raise FloatingPointError(
@@ -48,3 +50,40 @@ class EpochSeedHook(Hook):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # all devices
+
+
+@HOOKS.register_module()
+class KeepCheckpointHook(Hook):
+    """Save a weights-only ``keep_epoch_N.pth`` after each epoch N in ``epochs`` (default: the
+    epoch the run stops at), never deleted by CheckpointHook's ``max_keep_ckpts``.
+
+    Unlike a second CheckpointHook it leaves ``last_checkpoint`` alone, so a resume never lands
+    on a file without optimizer and scheduler state.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, epochs=None):
+        self.epochs = None if epochs is None else set(epochs)
+
+    def after_train_epoch(self, runner) -> None:
+        epoch = runner.epoch + 1
+        if epoch in (self.epochs if self.epochs is not None else {runner.max_epochs}):
+            runner.save_checkpoint(runner.work_dir, f'keep_epoch_{epoch}.pth',
+                                   save_optimizer=False, save_param_scheduler=False)
+
+
+@HOOKS.register_module()
+class OwnBestCheckpointHook(Hook):
+    """A stage that continues the previous stage's checkpoint inherits its best score (so its
+    own best file is written only when it beats the earlier stages) but not the path of its best
+    file, which CheckpointHook would delete from the previous stage's folder."""
+
+    def after_load_checkpoint(self, runner, checkpoint) -> None:
+        hub = checkpoint.get('message_hub', {})
+        info = hub.get('runtime_info', {})
+        own = os.path.abspath(runner.work_dir) + os.sep
+        for key in [k for k in info if k.startswith('best_ckpt')]:
+            if not os.path.abspath(str(info[key])).startswith(own):
+                del info[key]
+                hub.get('resumed_keys', {}).pop(key, None)

@@ -47,3 +47,15 @@ def synthetic_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('synthetic')
     make_dataset(str(out), seed=0, num_unlabeled=16, num_train=24, num_val=12)
     return str(out)
+
+
+@pytest.fixture(scope='session')
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster shared by the Slurm test modules (see slurm_cluster.py)."""
+    from slurm_cluster import SlurmCluster, unavailable
+    reason = unavailable()
+    if reason:
+        pytest.skip(f'Slurm tests skipped: {reason}')
+    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster'))).start()
+    yield cluster
+    cluster.stop()

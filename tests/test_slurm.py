@@ -1,6 +1,7 @@
-"""Launchers, job chains, requeue and kill recovery on a real (one-node, CPU) Slurm cluster
-and with torchrun. Training runs are the real configs shrunk by small wrapper configs
-(tiny images, few iterations) that also load tests/rank_probe.py."""
+"""Launchers, requeue, kill and SIGUSR1 recovery on a real (one-node, CPU) Slurm cluster and
+with torchrun. Training runs are the real configs shrunk by small wrapper configs (tiny images,
+few iterations, two persistent loader workers) that also load tests/rank_probe.py. The real
+configs at real sizes go through the Slurm chain in tests/test_rehearsal.py."""
 import json
 import os
 import signal
@@ -11,7 +12,6 @@ import time
 import pytest
 import torch
 from conftest import write_sample
-from slurm_cluster import SlurmCluster, unavailable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
@@ -24,7 +24,7 @@ custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imp
 load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
                   color_type='color_ignore_orientation')
 train_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False, batch_sampler=None,
+    batch_size=1, num_workers=2, persistent_workers=True,
     dataset=dict(data_root={root!r}, index_cache_dir={cache!r}, pipeline=[
         load_image, dict(type='LoadAnnotations', with_bbox=True),
         dict(type='Resize', scale=(96, 64), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
@@ -43,13 +43,14 @@ param_scheduler = [
 auto_scale_lr = dict(enable=False)
 optim_wrapper = dict(clip_grad=dict(max_norm=5))  # lr 0.03 at batch 1 diverges otherwise
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(save_best=None))
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook'), dict(type='RankProbeHook')]
-randomness = dict(seed=0)
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook'), dict(type='TimeLimitHook'),
+                dict(type='RankProbeHook')]
 {extra}
 '''
 
 MOCO_WRAPPER = '''_base_ = {base!r}
-custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imports=False)
+custom_imports = dict(imports=['custom_modules', 'custom_modules.datasets.unlabeled', 'rank_probe'],
+                      allow_failed_imports=False)
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root={root!r}))
 model = dict(queue_len=64)
@@ -143,16 +144,6 @@ def reference_run(env):
     return probes(work)[0]
 
 
-@pytest.fixture(scope='module')
-def slurm(tmp_path_factory):
-    reason = unavailable()
-    if reason:
-        pytest.skip(f'Slurm tests skipped: {reason}')
-    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster'))).start()
-    yield cluster
-    cluster.stop()
-
-
 def test_dist_train_sh_two_cpu_processes(env):
     work = os.path.join(env['root'], 'work_dirs', 'dist')
     r = subprocess.run([os.path.join(REPO, 'tools', 'dist_train.sh'), env['ddp'], '2',
@@ -174,35 +165,6 @@ def test_slurm_train_sh_two_ranks(env, slurm, which):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     p = assert_two_ranks_in_step(work)
     assert p[0]['master_port'] == p[1]['master_port'] != '29500'  # per-job port
-
-
-def test_sbatch_chain_s1_s2_s3_then_test(env, slurm):
-    e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
-             LABELED=env['labeled'], MOCO=env['moco_ckpt'], CONFIG_DIR=env['cfg_dir'], GRES='',
-             DET_GPUS='1', SBATCH_ARGS='-p debug --cpus-per-task=1 --time=30',
-             # 37 iterations on 2 images leave every score under 0.05: keep all boxes
-             TEST_ARGS='--cfg-options model.test_cfg.rcnn.score_thr=0.0')
-    r = subprocess.run([os.path.join(REPO, 'tools', 'slurm', 'submit_pipeline.sh')], env=e,
-                       cwd=env['root'], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    jobs = [line.split('job ')[1].split()[0] for line in r.stdout.splitlines() if 'job ' in line]
-    assert len(jobs) == 4
-    for job in jobs:
-        state = slurm.wait(job, timeout=900)
-        assert state == 'COMPLETED', (job, state, open(
-            os.path.join(env['root'], 'work_dirs', 'slurm', os.listdir(
-                os.path.join(env['root'], 'work_dirs', 'slurm'))[-1])).read()[-3000:])
-    lrs = {}
-    for stage, end in (('s1-23e', 23), ('s2-27e', 27), ('s3-37e', 37)):
-        p = probes(os.path.join(env['root'], 'work_dirs', f'{DET}-{stage}_labeled'))[0]
-        assert p['epoch'] == end
-        lrs.update({int(k): v for k, v in p['lrs'].items()})
-    assert sorted(lrs) == list(range(37))
-    assert all(lrs[e] == pytest.approx(0.03) for e in range(1, 23))
-    assert all(lrs[e] == pytest.approx(0.003) for e in range(23, 27))
-    assert all(lrs[e] == pytest.approx(0.0003) for e in range(27, 37))
-    test_log = open(os.path.join(env['root'], 'work_dirs', 'slurm', f'det-test-{jobs[-1]}.out')).read()
-    assert test_log.count(' Average ') == 12, test_log[-3000:]
 
 
 def _wait_for(path, proc_alive, timeout=300):
@@ -259,3 +221,25 @@ def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
     assert r.returncode == 0, r.stderr[-3000:]
     p = probes(work)[0]
     assert p['samples'] == [] and p['iter'] == reference_run['iter']
+
+
+def test_sigusr1_stops_inside_an_epoch_and_resume_matches_uninterrupted_run(env, reference_run):
+    """The time-limit path without Slurm: SIGUSR1 -> iter_N.pth after the current iteration,
+    exit status 75; --resume continues inside that epoch (skipping the batches trained, RNG
+    restored) and ends with the reference's weights."""
+    work = os.path.join(env['root'], 'work_dirs', 'sigusr1')
+    cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
+           work, '--pretrained', env['moco_ckpt']]
+    proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for(os.path.join(work, 'epoch_3.pth'), lambda: proc.poll() is None)
+    os.kill(proc.pid, signal.SIGUSR1)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 75, out[-3000:]
+    saved = [f for f in os.listdir(work) if f.startswith('iter_')]
+    assert len(saved) == 1 and 'not a Slurm job' in out, out[-3000:]
+    r = train_local(env, env['short'], work, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = probes(work)[0]
+    assert p['iter'] == reference_run['iter'] and p['weights'] == reference_run['weights']
+    assert not [f for f in os.listdir(work) if f.startswith('iter_')]

@@ -5,12 +5,13 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 from mmengine.logging import MMLogger
 
+from ..resumable import SeededSamplesMixin
 from .classes import LABELED_CLASSES, LABELED_PALETTE
 from .labeled_index import load_split
 
 
 @DATASETS.register_module()
-class LabeledDetDataset(BaseDetDataset):
+class LabeledDetDataset(SeededSamplesMixin, BaseDetDataset):
     """``<data_root>/<split>/images/<id>.JPEG`` + ``<data_root>/<split>/labels/<id>.yml``.
 
     Args:

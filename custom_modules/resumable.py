@@ -1,0 +1,272 @@
+"""Training that stops before a time limit and replays exactly after any resume.
+
+- :class:`ResumableBatchSampler` hands every dataset index out as a :class:`SampleIndex` that
+  carries a seed derived from (sampler seed, epoch, index). Datasets that use
+  :class:`SeededSamplesMixin` reseed Python, NumPy and torch from it before loading, so a
+  sample's augmentation depends on nothing else: not on the loader worker that draws it, on
+  persistent workers' history, or on where a run was resumed.
+- :class:`ResumableEpochBasedTrainLoop` resumes from a checkpoint saved inside an epoch: it skips
+  the batches already trained (indices only, no image is read) and restores every rank's RNG.
+- :class:`TimeLimitHook`: on SIGUSR1 (``sbatch --signal=USR1@SECONDS``) every rank stops after
+  the current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job.
+"""
+import hashlib
+import os
+import random
+import signal
+import subprocess
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from mmengine.dist import all_gather_object, barrier, get_rank, is_distributed, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import DATA_SAMPLERS, HOOKS, LOOPS
+from mmengine.runner import EpochBasedTrainLoop
+from torch.utils.data import BatchSampler, Sampler
+
+# exit status of a run stopped by TimeLimitHook (EX_TEMPFAIL): the work is not finished, so
+# Slurm dependants (afterok) must not start
+EXIT_TIME_LIMIT = 75
+RNG_KEY = 'rng_states'  # message hub entry: each rank's RNG state at an in-epoch checkpoint
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f'{seed}/{epoch}/{index}'.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, 'little')
+
+
+class SampleIndex(int):
+    """A dataset index with the seed its sample's random augmentation must use."""
+
+    def __new__(cls, index: int, seed: int):
+        obj = super().__new__(cls, index)
+        obj.seed = seed
+        return obj
+
+    def __reduce__(self):  # loader workers receive indices pickled
+        return SampleIndex, (int(self), self.seed)
+
+
+def seed_sample(idx) -> int:
+    """Reseed the global RNGs for the sample ``idx`` (when it carries a seed); return the plain
+    index."""
+    if isinstance(idx, SampleIndex):
+        random.seed(idx.seed)
+        np.random.seed(idx.seed)
+        torch.manual_seed(idx.seed)
+    return int(idx)
+
+
+class SeededSamplesMixin:
+    """Put before the dataset class: ``class D(SeededSamplesMixin, BaseDataset)``."""
+
+    def __getitem__(self, idx):
+        return super().__getitem__(seed_sample(idx))
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableBatchSampler(Sampler):
+    """Wraps a batch sampler (``batch_sampler`` config, e.g. mmdet's AspectRatioBatchSampler;
+    default: torch's BatchSampler): same batches, indices as :class:`SampleIndex`, and
+    :meth:`skip_next` to start the next epoch after its first N batches."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False,
+                 batch_sampler: dict | None = None) -> None:
+        self.sampler = sampler  # DistSamplerSeedHook calls sampler.set_epoch through this
+        if batch_sampler is None:
+            self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+        else:
+            self.batch_sampler = DATA_SAMPLERS.build(
+                batch_sampler, default_args=dict(sampler=sampler, batch_size=batch_size,
+                                                 drop_last=drop_last))
+        self._skip = 0
+
+    def skip_next(self, num_batches: int) -> None:
+        self._skip = num_batches
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        seed, epoch = getattr(self.sampler, 'seed', 0) or 0, getattr(self.sampler, 'epoch', 0)
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= skip:
+                yield [SampleIndex(idx, sample_seed(seed, epoch, idx)) for idx in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def capture_rng() -> dict:
+    state = dict(python=random.getstate(), numpy=np.random.get_state(),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """mmengine's epoch loop, able to resume from a checkpoint saved inside an epoch.
+
+    Every epoch has ``len(dataloader)`` batches, so the iteration counter of a checkpoint says
+    how many batches of its epoch were trained; those are skipped and each rank's RNG is set
+    back to its state at the save. Needs :class:`ResumableBatchSampler` as the batch sampler.
+    """
+
+    def run_epoch(self) -> None:
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        done = self._iter - self._epoch * len(self.dataloader)
+        if not 0 <= done < len(self.dataloader):
+            raise RuntimeError(
+                f'the checkpoint was saved at iteration {self._iter} of epoch {self._epoch + 1}, '
+                f'which does not fit {len(self.dataloader)} batches per epoch: the dataset, batch '
+                'size or number of GPUs changed since it was written')
+        rng = capture_rng()
+        if done:
+            batch_sampler = self.dataloader.batch_sampler
+            if not isinstance(batch_sampler, ResumableBatchSampler):
+                raise RuntimeError('resuming inside an epoch needs train_dataloader.batch_sampler '
+                                   "of type 'ResumableBatchSampler'")
+            states = self.runner.message_hub.get_info(RNG_KEY)
+            if not states or len(states) <= get_rank():
+                raise RuntimeError('the in-epoch checkpoint has no RNG state for this rank: '
+                                   'resume it with the number of processes that wrote it')
+            rng = states[get_rank()]
+            batch_sampler.skip_next(done)
+            print_log(f'continuing epoch {self._epoch + 1} after its first {done} of '
+                      f'{len(self.dataloader)} batches', logger='current')
+        # A new loader iterator (every epoch, or the first after a resume with persistent
+        # workers) draws its workers' base seed from torch's RNG: keep that draw out of the
+        # stream the model samples from.
+        batches = iter(self.dataloader)
+        restore_rng(rng)
+        for idx, data_batch in enumerate(batches, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+
+_stop_requested = False
+
+
+def _request_stop(signum, frame) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
+def catch_stop_signal(signum: int = signal.SIGUSR1) -> None:
+    """Turn SIGUSR1 into a stop request (its default action kills the process)."""
+    signal.signal(signum, _request_stop)
+
+
+@HOOKS.register_module()
+class TimeLimitHook(Hook):
+    """Stop cleanly when Slurm announces the time limit (``--signal=USR1@SECONDS``).
+
+    After the iteration in progress, all ranks agree to stop; rank 0 saves ``iter_N.pth`` with
+    optimizer, scheduler and every rank's RNG state and points ``last_checkpoint`` at it; inside a
+    Slurm batch job it then runs ``scontrol requeue`` so the job continues from there (at most
+    ``$MAX_RESTARTS`` times, default 10). The process exits with status 75 in every case.
+    """
+
+    priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
+
+    def before_train(self, runner) -> None:
+        catch_stop_signal()
+        self._trained = False
+
+    def _stop_agreed(self) -> bool:
+        flag = torch.tensor([1 if _stop_requested else 0], dtype=torch.int32)
+        if is_distributed():
+            if dist.get_backend() == 'nccl':
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def before_train_epoch(self, runner) -> None:
+        if not self._stop_agreed():
+            return
+        if not self._trained:
+            # a requeue now would restart into the same signal, again and again
+            global _stop_requested
+            _stop_requested = False
+            runner.logger.warning(
+                'SIGUSR1 arrived before this run trained an iteration: the job\'s time limit is '
+                'shorter than its --signal lead time, so stopping would gain nothing; training '
+                'goes on until the limit ends the job. Give the job more --time or a shorter '
+                '--signal lead.')
+            return
+        self._stop(runner, epoch=runner.epoch, iter_=runner.iter)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._trained = True
+        # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
+        # scheduler step, checkpoint and validation come first
+        if batch_idx + 1 < len(runner.train_dataloader) and self._stop_agreed():
+            self._stop(runner, epoch=runner.epoch, iter_=runner.iter + 1)
+
+    def after_train_epoch(self, runner) -> None:
+        """Drop in-epoch checkpoints once an epoch checkpoint supersedes them."""
+        if not is_main_process():
+            return
+        last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        if not last or os.path.basename(last).startswith('iter_'):
+            return
+        for name in os.listdir(runner.work_dir):
+            if name.startswith('iter_') and name.endswith('.pth'):
+                os.remove(os.path.join(runner.work_dir, name))
+
+    def _stop(self, runner, epoch: int, iter_: int) -> None:
+        runner.message_hub.update_info(RNG_KEY, all_gather_object(capture_rng()))
+        name = f'iter_{iter_}.pth'
+        path = os.path.join(runner.work_dir, name)
+        runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
+                               by_epoch=False)
+        if is_main_process():
+            tmp = os.path.join(runner.work_dir, '.last_checkpoint.tmp')
+            with open(tmp, 'w') as f:
+                f.write(path)
+            os.replace(tmp, os.path.join(runner.work_dir, 'last_checkpoint'))
+            runner.logger.warning(f'stop requested (SIGUSR1, e.g. the Slurm time limit is near): '
+                                  f'saved {path} at epoch {epoch + 1}, iteration {iter_}')
+            _requeue(runner)
+        barrier()
+        raise SystemExit(EXIT_TIME_LIMIT)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+def _requeue(runner) -> None:
+    job = os.environ.get('SLURM_JOB_ID')
+    if not job:
+        runner.logger.warning('not a Slurm job: continue with the same command and --resume')
+        return
+    restarts = int(os.environ.get('SLURM_RESTART_COUNT') or 0)
+    limit = int(os.environ.get('MAX_RESTARTS') or 10)
+    if restarts >= limit:
+        runner.logger.error(
+            f'job {job} already restarted {restarts} times (MAX_RESTARTS={limit}): not requeued '
+            'again. Submit the same sbatch command to continue from the saved checkpoint.')
+        return
+    r = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
+    if r.returncode:
+        runner.logger.error(f'scontrol requeue {job} failed ({r.stderr.strip()}): submit the '
+                            'same sbatch command to continue from the saved checkpoint.')
+    else:
+        runner.logger.warning(f'requeued job {job} (restart {restarts + 1} of at most {limit})')
