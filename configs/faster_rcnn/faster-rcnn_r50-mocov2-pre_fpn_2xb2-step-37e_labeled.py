@@ -19,6 +19,7 @@ warmup_iters = 1000  # torchvision reference engine: linear warm-up over 1000 it
 val_interval = 1  # COCO eval of the validation split every N epochs (the seed: every epoch)
 ckpt_interval = 1  # epochs between resumable checkpoints
 num_workers = 4
+seed = 0
 
 model = dict(
     backbone=dict(
@@ -58,6 +59,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=num_workers,
+    # mmdet's aspect-ratio grouping, with per-sample seeds and in-epoch resume
+    batch_sampler=dict(type='ResumableBatchSampler',
+                       batch_sampler=dict(type='AspectRatioBatchSampler')),
     dataset=dict(_delete_=True, type='LabeledDetDataset', data_root=data_root, split='training',
                  filter_cfg=dict(filter_empty_gt=False),  # the seed trained on every image
                  pipeline=train_pipeline))
@@ -80,9 +84,16 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
          gamma=0.1),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=val_interval)
+# resumes inside an epoch after a time-limit stop (custom_modules/resumable.py)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=val_interval)
 auto_scale_lr = dict(enable=True, base_batch_size=4)
-# stop at the first NaN/inf loss before it is saved; a resumed run replays the same random stream
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook')]
+randomness = dict(seed=seed)
+custom_hooks = [
+    dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
+    dict(type='EpochSeedHook'),  # a resumed run replays the same random stream
+    dict(type='TimeLimitHook'),  # SIGUSR1 before the Slurm time limit: save, requeue
+    dict(type='OwnBestCheckpointHook'),  # s2/s3 never delete an earlier stage's best file
+]
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=3,
                                      save_best='coco/bbox_mAP', rule='greater'))

@@ -6,5 +6,3 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
 ]
 train_cfg = dict(max_epochs=max_epochs)
-# no keep_epoch hook: the last checkpoint is the one to use
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook')]

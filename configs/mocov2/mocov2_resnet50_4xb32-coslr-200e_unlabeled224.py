@@ -2,16 +2,21 @@
 # (facebookresearch/moco main_moco.py --mlp --moco-t 0.2 --aug-plus --cos, 4 GPUs x 32, lr 0.015).
 _base_ = 'mmpretrain::mocov2/mocov2_resnet50_8xb32-coslr-200e_in1k.py'
 
-custom_imports = dict(imports=['custom_modules', 'custom_modules.moco_transforms'],
+custom_imports = dict(imports=['custom_modules', 'custom_modules.moco_transforms',
+                               'custom_modules.datasets.unlabeled'],
                       allow_failed_imports=False)
 
 data_root = 'data/unlabeled'  # folder of N.PNG files, sub-folders allowed
 batch_size = 32  # per GPU; the seed ran 4 GPUs x 32
 lr = 0.015  # for a total batch of 128 (auto_scale_lr rescales for other totals)
 max_epochs = 200  # cosine schedule length
-keep_epoch = 100  # the seed fine-tuned from this epoch's checkpoint: kept as keep_epoch_100.pth
+# The seed fine-tuned from epoch 100 of this 200-epoch schedule, so the job stops there (and the
+# fine-tuning chain starts); the same command with `--cfg-options train_cfg.max_epochs=200`
+# continues the schedule to its end. Each stop keeps its weights: keep_epoch_100.pth, ...
+stop_epoch = 100
 ckpt_interval = 1  # epochs between resumable checkpoints
 num_workers = 8
+seed = 0
 
 # The base's view pipeline computed with cv2 instead of Pillow and float64 NumPy: the same
 # operations, parameter ranges and probabilities (the seed's), 2-3x the images/s per CPU core
@@ -35,25 +40,31 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=num_workers,
     persistent_workers=num_workers > 0,
+    # same batches as the base (drop_last), with per-sample seeds and in-epoch resume
+    drop_last=False,
+    batch_sampler=dict(type='ResumableBatchSampler', drop_last=True),
     # redefined: cross-package inheritance tags it with `_scope_`, which the runner passes on
     # to default_collate as an argument
     collate_fn=dict(_delete_=True, type='default_collate'),
-    # PNGs with an upper-case extension and no labels: mmpretrain's folder dataset lower-cases it
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
-                 extensions=('.png', ), pipeline=train_pipeline))
+    # PNGs with an upper-case extension and no labels (the folder scan lower-cases names); an
+    # unreadable PNG is logged and replaced by another image instead of stopping the job
+    dataset=dict(_delete_=True, type='UnlabeledImageFolder', data_root=data_root,
+                 with_label=False, extensions=('.png', ), pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
 ]
-train_cfg = dict(max_epochs=max_epochs)
+# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/resumable.py)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 auto_scale_lr = dict(enable=True, base_batch_size=128)
+randomness = dict(seed=seed)
 
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
-# a second checkpoint hook with its own file names, so max_keep_ckpts never deletes it
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
     dict(type='EpochSeedHook'),  # a resumed run replays the same random stream
-    dict(type='CheckpointHook', interval=keep_epoch, filename_tmpl='keep_epoch_{}.pth',
-         save_optimizer=False, save_param_scheduler=False, save_last=False)
+    dict(type='TimeLimitHook'),  # SIGUSR1 before the Slurm time limit: save, requeue
+    dict(type='UnreadableImageHook'),  # per-epoch count of skipped unreadable PNGs
+    dict(type='KeepCheckpointHook'),  # weights at the stop epoch; never a resume point
 ]

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The seed's flow as chained jobs: MoCo v2 pretraining -> s1 -> s2 -> s3 -> test, each step
-# starting only when the previous one succeeded (--dependency=afterok).
+# The seed's flow as chained jobs: MoCo v2 pretraining (stops at epoch 100 of its 200-epoch
+# cosine schedule, as the seed did) -> s1 -> s2 -> s3 -> test, each step starting only when the
+# previous one succeeded (--dependency=afterok; time-limit requeues are waited through).
 #   UNLABELED=/scratch/$USER/train/unlabeled LABELED=/labeled \
 #   SBATCH_ARGS="-A ACCOUNT -p PARTITION" tools/slurm/submit_pipeline.sh
 # Env: MOCO=PATH skips pretraining and fine-tunes from that checkpoint; PRETRAIN_GPUS (4),
 # DET_GPUS (2), SBATCH_ARGS (account, partition, ...), DET_ARGS / MOCO_ARGS / TEST_ARGS (extra
 # train.py / test.py args, e.g. "--cfg-options ..."), CONFIG_DIR (default: this repo's configs/).
-# Run it from the folder where work_dirs/ should be (usually the repository root).
+# MOCO_EPOCHS="STOP TOTAL" (default "100 200") and DET_EPOCHS="S1 S2 S3" (default "23 27 37": the
+# epochs where s1, s2, s3 end) shorten the schedules, e.g. for a rehearsal on a new cluster.
+# Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 export REPO
@@ -15,34 +18,51 @@ LABELED=${LABELED:?set LABELED to the labeled dataset root}
 PRETRAIN_GPUS=${PRETRAIN_GPUS:-4}
 DET_GPUS=${DET_GPUS:-2}
 SBATCH_ARGS=${SBATCH_ARGS:-}
+read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
+read -r E1 E2 E3 <<<"${DET_EPOCHS:-23 27 37}"
 MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
+det_dir() { echo "work_dirs/$(basename "${DET}-$1_labeled")"; }
 mkdir -p work_dirs/slurm
 # GRES= (empty) for a cluster without GPU gres (e.g. the tests' CPU cluster)
 gres() { [[ -z "${GRES-x}" ]] && echo "--gres=none" || echo "--gres=${GRES:-gpu:$1}"; }
 # shellcheck disable=SC2086  # SBATCH_ARGS, *_ARGS are option lists
-submit() { sbatch --parsable $SBATCH_ARGS "$@"; }
+submit() { sbatch --parsable --output='work_dirs/slurm/%x-%j.out' $SBATCH_ARGS "$@"; }
 
 dep=()
 if [[ -z "${MOCO:-}" ]]; then
     UNLABELED=${UNLABELED:?set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint}
+    # shellcheck disable=SC2086
     moco_job=$(submit --job-name=mocov2 --ntasks-per-node="$PRETRAIN_GPUS" "$(gres "$PRETRAIN_GPUS")" \
-        "$REPO/tools/slurm/train.sbatch" "$MOCO_CFG" --data-root "$UNLABELED" ${MOCO_ARGS:-})
+        "$REPO/tools/slurm/train.sbatch" "$MOCO_CFG" --data-root "$UNLABELED" \
+        --cfg-options "train_cfg.max_epochs=$MOCO_STOP" "param_scheduler.0.T_max=$MOCO_TOTAL" \
+        "param_scheduler.0.end=$MOCO_TOTAL" ${MOCO_ARGS:-})
     echo "pretrain: job $moco_job"
     dep=(--dependency="afterok:$moco_job")
-    MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_100.pth
+    MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_$MOCO_STOP.pth
 fi
 prev=("${dep[@]}")
-for stage in s1-23e s2-27e s3-37e; do
+stage_end=([1]=$E1 [2]=$E2 [3]=$E3)
+stages=([1]=s1-23e [2]=s2-27e [3]=s3-37e)
+for k in 1 2 3; do
+    stage=${stages[$k]}
+    opts=("train_cfg.max_epochs=${stage_end[$k]}" "param_scheduler.1.milestones=[$E1,$E2]"
+          "param_scheduler.1.end=$E3")
     extra=()
-    [[ $stage == s1-23e ]] && extra=(--pretrained "$MOCO")
+    if [[ $k == 1 ]]; then
+        extra=(--pretrained "$MOCO")
+    else  # the previous stage's last epoch (the configs name epoch_23 / epoch_27)
+        opts+=("load_from=$(det_dir "${stages[$((k - 1))]}")/epoch_${stage_end[$((k - 1))]}.pth")
+    fi
+    # shellcheck disable=SC2086
     job=$(submit --job-name="det-${stage%%-*}" --ntasks-per-node="$DET_GPUS" "$(gres "$DET_GPUS")" \
         "${prev[@]}" "$REPO/tools/slurm/train.sbatch" "${DET}-${stage}_labeled.py" --data-root "$LABELED" \
-        "${extra[@]}" ${DET_ARGS:-})
+        "${extra[@]}" --cfg-options "${opts[@]}" ${DET_ARGS:-})
     echo "fine-tune $stage: job $job"
     prev=(--dependency="afterok:$job")
 done
+# shellcheck disable=SC2086
 job=$(submit --job-name=det-test "$(gres 1)" "${prev[@]}" "$REPO/tools/slurm/test.sbatch" \
-    "${DET}-s3-37e_labeled.py" "work_dirs/$(basename "${DET}-s3-37e_labeled")/epoch_37.pth" \
+    "${DET}-s3-37e_labeled.py" "$(det_dir s3-37e)/epoch_$E3.pth" \
     --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
 echo "test: job $job (summary in work_dirs/slurm/det-test-$job.out)"
