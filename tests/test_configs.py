@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.registry import DATASETS, MODELS
 
-from custom_modules.cli import set_data_root
+from custom_modules.config_edits import set_data_root
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True))

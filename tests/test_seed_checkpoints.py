@@ -24,7 +24,7 @@ from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import custom_modules  # noqa: F401
-from custom_modules.cli import check_detector_checkpoint
+from custom_modules.checkpoints import check_detector_checkpoint
 from custom_modules.datasets import LABELED_CLASSES
 from make_synthetic_data import make_dataset
 from model_converters import mocov2_to_torchvision as moco2tv

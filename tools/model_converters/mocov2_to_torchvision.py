@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from custom_modules.cli import checkpoint_kind, load_state_dict_file  # noqa: E402
+from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
 
 
 def load_moco_backbone(path: str) -> dict:

@@ -38,7 +38,7 @@ from mmengine.registry import DefaultScope, init_default_scope  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 
 import custom_modules  # noqa: E402,F401  (the config's TorchvisionAnchorGenerator)
-from custom_modules.cli import checkpoint_kind, load_state_dict_file  # noqa: E402
+from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'faster_rcnn',
                           'faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py')

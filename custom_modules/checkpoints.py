@@ -1,0 +1,157 @@
+"""What a checkpoint file is, so that every tool refuses a wrong file the same way."""
+import os
+import os.path as osp
+
+import torch
+
+from .user_errors import UserError
+
+
+def load_state_dict_file(path: str) -> dict:
+    """A checkpoint file's state_dict: its 'state_dict' entry, or the file itself if it is one."""
+    if not osp.isfile(path):
+        raise UserError(f'{path}: checkpoint file does not exist')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # not a torch.save file (truncated, text, another framework's)
+        raise UserError(f'{path} is not a PyTorch checkpoint file '
+                         f'({type(e).__name__}: {e})') from e
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f'{path} is not a checkpoint with a state_dict')
+    return state
+
+
+def checkpoint_kind(state: dict) -> str:
+    """What wrote a state_dict, from its key prefixes (DDP's 'module.' ignored):
+
+    'mmdet'                 an mmdet detector (rpn_head.* / roi_head.*)
+    'torchvision-detector'  a torchvision Faster R-CNN (roi_heads.*, backbone.body.*)
+    'fb-moco'               facebookresearch/moco (encoder_q.*, encoder_k.*, queue)
+    'mmpretrain-densecl'    mmpretrain DenseCL (backbone.*, neck.*, encoder_k.*, queue, queue2)
+    'mmpretrain-moco'       mmpretrain MoCo (backbone.*, neck.*, encoder_k.* or
+                            momentum_encoder.*, queue)
+    'backbone'              backbone.* without any of those (e.g. an mmpretrain classifier)
+    'torchvision-resnet'    a torchvision ResNet state_dict (conv1.*, bn1.*, layer1.*, ...; fc.*
+                            or not), e.g. tools/model_converters/mocov2_to_torchvision.py's output
+    'unknown'               anything else
+
+    The tools that refuse a wrong file use this, so they agree on what a file is."""
+    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state]
+
+    def has(*prefixes):
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has('rpn_head.', 'roi_head.'):
+        return 'mmdet'
+    if has('roi_heads.'):
+        return 'torchvision-detector'
+    if has('encoder_q.'):
+        return 'fb-moco'
+    if has('backbone.'):
+        if 'queue2' in keys or has('neck.mlp2.'):  # DenseCL's dense (per-location) branch
+            return 'mmpretrain-densecl'
+        return ('mmpretrain-moco' if has('encoder_k.', 'momentum_encoder.') or 'queue' in keys
+                else 'backbone')
+    if 'conv1.weight' in keys and has('bn1.') and has('layer1.'):
+        return 'torchvision-resnet'
+    return 'unknown'
+
+
+KIND_NAMES = {
+    'mmdet': 'mmdet detector checkpoint',
+    'torchvision-detector': 'torchvision Faster R-CNN checkpoint',
+    'fb-moco': 'facebookresearch/moco checkpoint',
+    'mmpretrain-densecl': 'mmpretrain DenseCL checkpoint',
+    'mmpretrain-moco': 'mmpretrain MoCo checkpoint',
+    'backbone': 'backbone.* checkpoint',
+    'torchvision-resnet': 'torchvision ResNet state_dict',
+    'unknown': 'unrecognized checkpoint',
+}
+
+DETECTOR_KINDS = ('mmdet', 'torchvision-detector')
+
+# where the ResNet backbone sits in each kind of file, DDP's 'module.' aside ('' = the whole
+# state_dict is the ResNet)
+_BACKBONE_PREFIX = {
+    'mmpretrain-moco': 'backbone.',     # the query encoder; encoder_k.module.0.* is the key one
+    'mmpretrain-densecl': 'backbone.',
+    'backbone': 'backbone.',
+    'fb-moco': 'encoder_q.',            # torchvision names; encoder_q.fc.* is the MLP head
+    'torchvision-resnet': '',
+    'mmdet': 'backbone.',
+    'torchvision-detector': 'backbone.body.',  # backbone.fpn.* is the FPN
+}
+
+
+def backbone_prefix(kind: str, state: dict | None = None) -> str | None:
+    """The ``init_cfg=dict(type='Pretrained', prefix=...)`` that selects the ResNet backbone of
+    a file of this kind: 'backbone.' (mmpretrain MoCo / DenseCL, backbone.* files, mmdet
+    detectors), 'module.encoder_q.' (facebookresearch/moco), 'backbone.body.' (torchvision
+    detectors), None for a torchvision ResNet (mmengine then loads the whole state_dict into
+    the backbone with strict=False, stripping a leading 'module.'; fc.* are unexpected keys,
+    logged and ignored).
+
+    With ``state``, the prefix gets DDP's 'module.' exactly when the file's keys have it
+    (mmengine's prefix loading does not strip it); without, only fb-moco's has it, as
+    facebookresearch/moco always saves its DDP-wrapped model. Raises ValueError for 'unknown'.
+    """
+    if kind not in _BACKBONE_PREFIX:
+        raise ValueError(f'no known backbone prefix for a checkpoint of kind {kind!r}')
+    if state is None:
+        ddp = kind == 'fb-moco'
+    else:
+        ddp = bool(state) and all(k.startswith('module.') for k in state)
+    prefix = ('module.' if ddp else '') + _BACKBONE_PREFIX[kind]
+    return prefix or None
+
+
+def check_detector_checkpoint(path: str) -> None:
+    """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
+    with it."""
+    state = load_state_dict_file(path)
+    kind = checkpoint_kind(state)
+    if kind == 'mmdet':
+        return
+    if kind == 'torchvision-detector':
+        raise UserError(
+            f"{path} is a torchvision Faster R-CNN (e2e) checkpoint, e.g. the seed's. Convert it "
+            f'first: python tools/model_converters/torchvision_frcnn_to_mmdet.py {path} OUT.pth, '
+            'then evaluate OUT.pth with '
+            'configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py.')
+    if kind == 'fb-moco':
+        what = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
+    elif kind in ('mmpretrain-moco', 'mmpretrain-densecl', 'backbone'):
+        what = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '
+                'rpn_head.* / roi_head.*)')
+    elif kind == 'torchvision-resnet':
+        what = ('a backbone-only checkpoint: a torchvision ResNet state_dict (conv1.*, '
+                'layer1-4.*), e.g. from mocov2_to_torchvision.py')
+    else:
+        what = f'not an mmdet detector checkpoint (first keys: {list(state)[:3]})'
+    raise UserError(f'{path} is {what}. Evaluation needs a full detector checkpoint written by '
+                     'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
+                     'epoch_37.pth); backbone checkpoints are for --pretrained when training.')
+
+
+def best_checkpoint(work_dirs) -> tuple[str, str]:
+    """(path, why) of the checkpoint with the highest validation score among the ``best_*.pth``
+    files of ``work_dirs``. A later stage inherits the earlier stages' best score and writes its
+    own best file only when it beats them (OwnBestCheckpointHook), so this is the best over the
+    whole staged schedule; the score is read from each file's training state."""
+    found = []
+    for work_dir in work_dirs:
+        for name in sorted(os.listdir(work_dir)) if osp.isdir(work_dir) else []:
+            if name.startswith('best_') and name.endswith('.pth'):
+                path = osp.join(work_dir, name)
+                ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+                info = ckpt.get('message_hub', {}).get('runtime_info', {})
+                if 'best_score' in info:
+                    found.append((float(info['best_score']), ckpt['meta'].get('epoch', 0), path))
+    if not found:
+        raise UserError(f'no best_*.pth checkpoint with a validation score in {", ".join(work_dirs)}'
+                        ': give the checkpoint to evaluate instead (e.g. the last epoch_N.pth)')
+    score, epoch, path = max(found)
+    return path, (f'best validation score {score:.4f} during training, epoch {epoch}, among '
+                  f'{len(found)} best_*.pth in {len(work_dirs)} folders; the seed also reported '
+                  'its best checkpoint')

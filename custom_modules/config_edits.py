@@ -1,0 +1,181 @@
+"""Config edits shared by tools/train.py and tools/test.py (data folder, backbone checkpoint,
+work folder).
+
+They set the evaluated config fields directly: a top-level variable such as ``data_root`` is
+substituted when the config file is read, so overriding it afterwards changes nothing.
+"""
+import os.path as osp
+import re
+
+from mmengine.config import Config
+
+from custom_modules.user_errors import UserError
+
+from custom_modules.checkpoints import (DETECTOR_KINDS, KIND_NAMES, backbone_prefix,
+                                        checkpoint_kind, load_state_dict_file)
+
+
+def default_work_dir(config_path: str) -> str:
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader',
+                                            'test_dataloader')):
+    for name in names:
+        loader = cfg.get(name)
+        if loader:
+            yield loader['dataset']
+
+
+def set_data_root(cfg: Config, data_root: str, names=None) -> None:
+    """Point every dataloader (or those in ``names``) at another dataset folder."""
+    if not osp.isdir(data_root):
+        raise UserError(f'--data-root {data_root}: folder does not exist')
+    for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
+        ds['data_root'] = data_root
+    cfg.data_root = data_root
+
+
+def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False) -> str:
+    """Backbone checkpoint for a detection config: reads the file once, finds what wrote it
+    (custom_modules.checkpoints.checkpoint_kind), sets model.backbone.init_cfg.checkpoint and
+    .prefix to select its ResNet, and returns a one-line description for the tool to print.
+
+    Raises UserError, naming what the file is and what to do, for an unrecognized file, for a
+    detector checkpoint unless ``backbone_from_detector`` (--backbone-from-detector), and for a
+    file whose backbone tensors do not cover the backbone the config builds (every parameter and
+    BatchNorm statistic by name and shape; e.g. a ResNet-18, or a stage missing)."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        raise UserError('--pretrained: this config has no Pretrained backbone init_cfg '
+                         '(stage 2/3 configs resume from the previous stage instead)')
+    if not osp.isfile(path):
+        raise UserError(f'--pretrained {path}: file does not exist')
+    state = load_state_dict_file(path)
+    kind = checkpoint_kind(state)
+    name = KIND_NAMES[kind]
+    if kind == 'unknown':
+        raise UserError(
+            f'--pretrained {path}: not a backbone checkpoint of a known layout (first keys: '
+            f'{list(state)[:3]}). It takes an mmpretrain MoCo/DenseCL checkpoint (backbone.*), '
+            'a facebookresearch/moco checkpoint (module.encoder_q.*), a torchvision ResNet-50 '
+            'state_dict (conv1.*, layer1-4.*; e.g. from mocov2_to_torchvision.py), or with '
+            '--backbone-from-detector a detector checkpoint. For another layout give '
+            '--cfg-options model.backbone.init_cfg.checkpoint=PATH '
+            'model.backbone.init_cfg.prefix=<the backbone\'s key prefix>.')
+    if kind in DETECTOR_KINDS and not backbone_from_detector:
+        other_uses = ('to evaluate it use tools/test.py; to continue its training, '
+                      'tools/train.py --resume PATH' if kind == 'mmdet' else
+                      'to evaluate it convert it first with '
+                      'tools/model_converters/torchvision_frcnn_to_mmdet.py')
+        raise UserError(
+            f'--pretrained {path}: this is {_a(name)} (backbone, neck and heads), not a '
+            'pretrained backbone. To start fine-tuning from its backbone alone (neck and heads '
+            f'initialized afresh) add --backbone-from-detector; {other_uses}.')
+    prefix = backbone_prefix(kind, state)
+    expected = _backbone_shapes(cfg)
+    if prefix is None:  # mmengine's load_checkpoint: the whole state_dict, 'module.' stripped
+        found = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    else:
+        found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    where = f'{prefix}*' if prefix else 'the whole state_dict'
+    backbone_type = f"{cfg.model.backbone.get('type')}-{cfg.model.backbone.get('depth', '?')}"
+    required = [k for k in expected if not k.endswith('num_batches_tracked')]
+    missing = [k for k in required if k not in found]
+    other_shape = [k for k in required if k in found
+                   and tuple(getattr(found[k], 'shape', ())) != expected[k]]
+    if missing or other_shape:
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} of its {len(required)} tensors missing '
+                            f'({_groups(missing)})')
+        if other_shape:
+            k = other_shape[0]
+            problems.append(f'{len(other_shape)} with another shape (e.g. {k}: '
+                            f'{tuple(getattr(found[k], "shape", ()))} in the file, '
+                            f'{expected[k]} in the model)')
+        raise UserError(
+            f'--pretrained {path}: {_a(name)}, but {where} does not fit the config\'s '
+            f'{backbone_type} backbone: {"; ".join(problems)}. Is it another depth (e.g. a '
+            'ResNet-18) or an incomplete file?')
+    init_cfg['checkpoint'] = path
+    init_cfg['prefix'] = prefix
+    cfg.pretrained = path
+    loaded = [k for k in expected if k in found]
+    notes = []
+    unused_inside = [k for k in found if k not in expected]
+    if unused_inside:
+        notes.append(_groups(unused_inside, prefix or ''))
+    if prefix:
+        outside = [k for k in state if not k.startswith(prefix)]
+        if outside:
+            notes.append(_groups(outside, '', prefix))
+    text = f'--pretrained {path}: {name}, backbone from {where} ({len(loaded)} tensors'
+    if notes:
+        text += '; not used: ' + ', '.join(notes)
+    absent = len(expected) - len(loaded)
+    if absent:
+        text += (f'; {absent} BatchNorm num_batches_tracked counters absent, left at 0 '
+                 '(unused: BatchNorm has a momentum)')
+    return text + ')'
+
+
+def _a(name: str) -> str:
+    return ('an ' if name.startswith(('mm', 'un', 'a', 'e', 'i', 'o')) else 'a ') + name
+
+
+def _backbone_shapes(cfg: Config) -> dict:
+    """Name -> shape of every tensor in the state_dict of the backbone the config builds
+    (built on the meta device: no memory, no initialization)."""
+    import copy
+
+    import torch
+    from mmengine.registry import MODELS, DefaultScope
+    backbone_cfg = copy.deepcopy(cfg.model.backbone)
+    backbone_cfg['init_cfg'] = None
+    scope = cfg.get('default_scope') or 'mmdet'
+    with DefaultScope.overwrite_default_scope(scope):  # the caller's scope left as it was
+        try:
+            with torch.device('meta'):
+                backbone = MODELS.build(backbone_cfg)
+        except Exception:  # a module that computes on its tensors when built
+            backbone = MODELS.build(backbone_cfg)
+    return {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+
+
+def _groups(keys, prefix: str = '', outside_of: str = '', most: int = 6) -> str:
+    """Key names summarized by module, ``prefix`` put back: 'layer4.* (150)', 'module.queue'.
+    ``outside_of``: keys that are not under this prefix, grouped where they leave it
+    ('module.encoder_k.*' beside 'module.encoder_q.', 'backbone.fpn.*' beside 'backbone.body.')."""
+    shared = outside_of.rstrip('.').split('.') if outside_of else []
+    groups = {}
+    for k in keys:
+        parts = k.split('.')
+        n = 0
+        while n < len(shared) and n < len(parts) - 1 and parts[n] == shared[n]:
+            n += 1
+        name = '.'.join(parts[:n + 1]) + ('.*' if len(parts) > n + 1 else '')
+        groups[name] = groups.get(name, 0) + 1
+    shown = [prefix + g + (f' ({c})' if g.endswith('*') else '')
+             for g, c in list(groups.items())[:most]]
+    if len(groups) > most:
+        shown.append(f'{len(groups) - most} more')
+    return ', '.join(shown)
+
+
+def drop_backbone_init(cfg: Config) -> None:
+    if 'model' in cfg and cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Fail before building anything when the backbone checkpoint is unset or missing."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg') if 'model' in cfg else None
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        return
+    path = init_cfg.get('checkpoint') or ''
+    if '://' not in path and not osp.isfile(path):
+        raise UserError(
+            f'backbone checkpoint {path!r} does not exist. Give the MoCo checkpoint with '
+            '`tools/train.py CONFIG --pretrained PATH` (or --cfg-options '
+            'model.backbone.init_cfg.checkpoint=PATH).')
