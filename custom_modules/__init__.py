@@ -3,12 +3,18 @@
 Configs load it with
 ``custom_imports = dict(imports=['custom_modules'], allow_failed_imports=False)``.
 """
-from . import atomic_io  # noqa: F401  (crash-safe checkpoint writes)
-from . import coco_summary  # noqa: F401  (FasterCocoMetric's summary on stdout)
-from .datasets import *  # noqa: F401,F403
-from .hooks import (EpochSeedHook, FiniteLossHook, KeepCheckpointHook,  # noqa: F401
+from .console import quiet_imports as _quiet_imports
+
+# mmdet's and mmpretrain's dataset packages print an optional-package notice when first
+# imported (the registrations below import them): drop that one line (console.py)
+_quiet_imports()
+
+from . import atomic_io  # noqa: F401,E402  (crash-safe checkpoint writes)
+from .coco_summary import SeedCocoMetric  # noqa: F401,E402
+from .datasets import *  # noqa: F401,F403,E402
+from .hooks import (EpochSeedHook, FiniteLossHook, KeepCheckpointHook,  # noqa: F401,E402
                     OwnBestCheckpointHook)
-from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # noqa: F401
+from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # noqa: F401,E402
                         TimeLimitHook)
-from .transforms import LoadImageNamed  # noqa: F401
-from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401
+from .transforms import LoadImageNamed  # noqa: F401,E402
+from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401,E402

@@ -73,8 +73,9 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 # faster-coco-eval's C++ COCOeval: pycocotools' numbers, the whole evaluation 3-4x faster
 # (tools/benchmarks/bench_coco_eval.py). maxDets 1/10/100 (mmdet's default is 100/300/1000): the
-# printed summary is pycocotools' 12 lines, the ones the seed reported (custom_modules/coco_summary)
-val_evaluator = dict(_delete_=True, type='FasterCocoMetric', metric='bbox',
+# printed summary is pycocotools' 12 lines, the ones the seed reported (SeedCocoMetric,
+# custom_modules/coco_summary.py)
+val_evaluator = dict(_delete_=True, type='SeedCocoMetric', metric='bbox',
                      proposal_nums=(1, 10, 100))
 test_evaluator = val_evaluator
 
