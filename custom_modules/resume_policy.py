@@ -20,6 +20,8 @@ import tempfile
 import torch
 from mmengine.config import Config
 
+from .user_errors import UserError
+
 RECORD = 'run_inputs.json'
 # Fields that cannot change what is trained: logging, evaluation, checkpoint cadence, loader
 # workers (samples are seeded by index, see resumable.py), where the run stops
@@ -35,7 +37,7 @@ _PATH_KEYS = ('data_root', 'checkpoint', 'load_from')
 _FILE_KEYS = ('checkpoint', 'load_from')
 
 
-class ChangedInputsError(RuntimeError):
+class ChangedInputsError(UserError):
     pass
 
 
@@ -165,7 +167,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
     if resume and resume != 'auto' and not (restarted and own):
         meta, why = read_checkpoint_meta(resume)
         if meta is None:
-            raise ValueError(f'--resume {resume}: not a resume point: {why}. Resume from an '
+            raise UserError(f'--resume {resume}: not a resume point: {why}. Resume from an '
                              'epoch_N.pth / iter_N.pth written by tools/train.py; a weights-only '
                              'file initializes a run with --pretrained or load_from instead.')
         _resume_from(cfg, resume, meta)
@@ -189,7 +191,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
     if cfg.get('resume') and cfg.get('load_from'):  # a stage config continuing the previous one
         meta, why = read_checkpoint_meta(cfg.load_from)
         if meta is None:
-            raise ValueError(f'the previous stage\'s checkpoint {cfg.load_from} is missing or not '
+            raise UserError(f'the previous stage\'s checkpoint {cfg.load_from} is missing or not '
                              f'a resume point ({why}): train the previous stage first, or give '
                              'its checkpoint with --resume PATH')
         _resume_from(cfg, cfg.load_from, meta)

@@ -150,6 +150,7 @@ def test_chain_runs_the_real_configs_end_to_end(rig, chain):
     assert lrs[4] == pytest.approx(LR_DET * 0.01)
     test_log = log_of(rig, 'det-test', chain['jobs']['det-test'])
     assert test_log.count(' Average ') == 12, test_log[-3000:]
+    assert 'best validation score' in test_log  # the seed reported its best checkpoint
 
 
 def test_explicit_resume_path_through_sbatch_is_honoured(rig, chain):

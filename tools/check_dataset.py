@@ -3,12 +3,16 @@
     python tools/check_dataset.py /labeled                 # training + validation
     python tools/check_dataset.py /labeled --split validation --decode
     python tools/check_dataset.py train/unlabeled          # folder of N.PNG files
+    python tools/check_dataset.py /labeled --quick         # layout + a few files, in seconds
 
 Unlike the dataset class, which stops at the first error, this reads every file and lists all
 problems by kind. ``--decode`` decodes every image fully (finds truncated files; slower).
 Exit status: 0 when no errors, 1 otherwise. Problems the dataset class repairs (an ``image_size``
 that differs from the image header, clipped or dropped boxes, images without objects) are
 reported as repairs, not errors, and counted as the dataset counts them.
+``--quick`` lists no folder in full: it checks the layout and the first QUICK_SAMPLE files of
+each folder (pairs, yml, image header), for a check before submitting jobs
+(tools/slurm/submit_pipeline.sh); it cannot find a bad file outside that sample.
 """
 import argparse
 import os
@@ -25,6 +29,7 @@ from custom_modules.datasets.labeled_index import (  # noqa: E402
     parse_label_file, scan_split)
 
 SPLITS = ('training', 'validation')
+QUICK_SAMPLE = 32  # files per folder that --quick reads
 
 
 def _check_image(path: str, decode: bool):
@@ -172,6 +177,74 @@ def _check_unlabeled_chunk(args):
     return out
 
 
+def _first_files(folder: str, accept, n: int, max_depth: int = 1) -> list:
+    """Up to ``n`` paths of files that ``accept(name)`` in ``folder`` (and sub-folders down to
+    ``max_depth``), in directory order, reading the folder only until they are found."""
+    found = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if len(found) >= n:
+                break
+            if entry.is_dir() and max_depth > 1:
+                found += _first_files(entry.path, accept, n - len(found), max_depth - 1)
+            elif accept(entry.name) and entry.is_file():
+                found.append(entry.path)
+    return found
+
+
+def _id_file(suffix: str):
+    return lambda name: name.endswith(suffix) and name[:-len(suffix)].isdigit()
+
+
+def quick_check_labeled_split(root: str, split: str, decode: bool = False,
+                              n: int = QUICK_SAMPLE) -> int:
+    """Layout and the first ``n`` images and yml files of a split, without listing it all."""
+    split_dir = osp.join(root, split)
+    img_dir, label_dir = osp.join(split_dir, 'images'), osp.join(split_dir, 'labels')
+    for d in (split_dir, img_dir, label_dir):
+        if not osp.isdir(d):
+            print(f'ERROR: {d}: folder does not exist (expected <root>/<split>/images/<id>.JPEG '
+                  'and <root>/<split>/labels/<id>.yml)')
+            return 1
+    images = _first_files(img_dir, _id_file('.JPEG'), n)
+    labels = _first_files(label_dir, _id_file('.yml'), n)
+    errors = []
+    if not images:
+        errors.append(f'{img_dir}: no <id>.JPEG files')
+    if not labels:
+        errors.append(f'{label_dir}: no <id>.yml files')
+    items = {}
+    for path in images:
+        img_id = osp.basename(path)[:-len('.JPEG')]
+        items[img_id] = (int(img_id), path, osp.join(label_dir, f'{img_id}.yml'))
+    for path in labels:
+        img_id = osp.basename(path)[:-len('.yml')]
+        items.setdefault(img_id, (int(img_id), osp.join(img_dir, f'{img_id}.JPEG'), path))
+    for img_id, img_path, label_path in items.values():
+        missing = [p for p in (img_path, label_path) if not osp.isfile(p)]
+        if missing:
+            errors.append(f'{UNPAIRED}: {missing[0]} does not exist')
+            continue
+        for _, _, errs, _ in _check_pairs(([(img_id, img_path, label_path)], decode)):
+            errors += [msg for _, msg in errs]
+    print(f'== {split_dir} (quick: {len(items)} image/yml pairs read, the rest not checked)')
+    for m in errors[:5]:
+        print(f'ERROR: {m}')
+    return len(errors)
+
+
+def quick_check_unlabeled(root: str, decode: bool = False, n: int = QUICK_SAMPLE) -> int:
+    """The first ``n`` PNGs (any case, two folder levels) have a readable header."""
+    paths = _first_files(root, lambda name: name.lower().endswith('.png'), n, max_depth=2)
+    errors = [err for _, _, err in _check_unlabeled_chunk((paths, decode)) if err]
+    if not paths:
+        errors.append(f'{root}: no .PNG files found (first two folder levels)')
+    print(f'== {root} (unlabeled, quick: {len(paths)} files read, the rest not checked)')
+    for e in errors[:5]:
+        print(f'ERROR: {e}')
+    return len(errors)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('root', help='labeled root (with training/ validation/) or a PNG folder')
@@ -179,11 +252,16 @@ def main(argv=None) -> int:
                         'default: every split folder present')
     parser.add_argument('--decode', action='store_true', help='fully decode every image')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument('--quick', action='store_true', help=f'check the layout and the first '
+                        f'{QUICK_SAMPLE} files of each folder only (seconds on any size)')
     args = parser.parse_args(argv)
     if not osp.isdir(args.root):
         parser.error(f'{args.root}: folder does not exist')
     splits = args.split or [s for s in SPLITS if osp.isdir(osp.join(args.root, s))]
-    if splits:
+    if args.quick:
+        n_errors = (sum(quick_check_labeled_split(args.root, s, args.decode) for s in splits)
+                    if splits else quick_check_unlabeled(args.root, args.decode))
+    elif splits:
         n_errors = 0
         for split in splits:
             try:

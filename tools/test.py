@@ -1,11 +1,14 @@
 """Evaluate a detector checkpoint with pycocotools' COCO bbox metric.
 
-    python tools/test.py CONFIG CKPT [--data-root DIR] [--split validation] [--batch-size 2]
-        [--classwise] [--out preds.pkl] [--work-dir DIR] [--cfg-options k=v ...] [--launcher L]
+    python tools/test.py CONFIG (CKPT | --best-of DIR [DIR ...]) [--data-root DIR]
+        [--split validation] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
+        [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
-seed printed it. The seed's flag names (--checkpoint-path, --dataset-root, --dataset-split)
-are accepted too.
+seed printed it. --best-of evaluates the checkpoint that scored best on the validation split
+during training among the best_*.pth files of the given work folders (e.g. the three stages):
+the seed reported its best checkpoint. The seed's flag names (--checkpoint-path,
+--dataset-root, --dataset-split) are accepted too.
 """
 import argparse
 import os
@@ -16,7 +19,6 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -24,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('checkpoint', nargs='?', help='full detector checkpoint (.pth)')
     p.add_argument('--checkpoint-path', dest='checkpoint_flag', help='same as CHECKPOINT')
+    p.add_argument('--best-of', nargs='+', metavar='DIR',
+                   help='evaluate the best-on-validation checkpoint of these work folders')
     p.add_argument('--data-root', '--dataset-root', dest='data_root',
                    help='labeled dataset root (holds <split>/images, <split>/labels)')
     p.add_argument('--split', '--dataset-split', dest='split', help='e.g. validation')
@@ -35,18 +39,25 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--verbose', action='store_true',
+                   help='also show the environment, config and hook dumps on the terminal')
     args = p.parse_args(argv)
-    if bool(args.checkpoint) == bool(args.checkpoint_flag):
-        p.error('give the checkpoint once: CHECKPOINT or --checkpoint-path')
+    if sum(map(bool, (args.checkpoint, args.checkpoint_flag, args.best_of))) != 1:
+        p.error('give the checkpoint once: CHECKPOINT, --checkpoint-path or --best-of')
     args.checkpoint = args.checkpoint or args.checkpoint_flag
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.cli import (check_detector_checkpoint, default_work_dir, set_data_root,
-                                    set_launcher)
+    from custom_modules.checkpoints import best_checkpoint, check_detector_checkpoint
+    from custom_modules.config_edits import default_work_dir, set_data_root
+    from custom_modules.launch import set_launcher
+    from custom_modules.user_errors import check_amp, check_data_folders
+    if args.best_of:
+        args.checkpoint, args.why = best_checkpoint(args.best_of)
     check_detector_checkpoint(args.checkpoint)
+    check_amp(args.amp)
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
     if args.cfg_options:
@@ -70,19 +81,25 @@ def build_cfg(args) -> Config:
     if args.out:
         cfg.test_evaluator = [cfg.test_evaluator,
                               dict(type='DumpDetResults', out_file_path=args.out)]
+    check_data_folders(cfg, names=('test_dataloader', ))
     return cfg
 
 
 def main(argv=None):
+    from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
     args = parse_args(argv)
+    set_verbose(args.verbose)
+    quiet_warnings()
     cfg = build_cfg(args)
-    runner = Runner.from_cfg(cfg)
+    runner = QuietRunner.from_cfg(cfg)
     metrics = runner.test()
-    print(f'checkpoint: {args.checkpoint}\ndataset: {cfg.test_dataloader.dataset.data_root} '
+    print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
+          + f'\ndataset: {cfg.test_dataloader.dataset.data_root} '
           f'split={cfg.test_dataloader.dataset.get("split")}\nlogs: {runner.log_dir}'
           + (f'\npredictions: {args.out}' if args.out else ''))
     return metrics
 
 
 if __name__ == '__main__':
-    main()
+    from custom_modules.user_errors import run_tool
+    run_tool(main)

@@ -1,7 +1,11 @@
 """Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
-        [--amp] [--data-root DIR] [--pretrained MOCO_CKPT] [--cfg-options k=v ...] [--launcher L]
+        [--amp] [--data-root DIR] [--pretrained CKPT [--backbone-from-detector]]
+        [--cfg-options k=v ...] [--launcher L] [--verbose]
+
+--data-root, --pretrained and --amp are shorthands for the config fields they set; any other
+field is changed with --cfg-options (mmengine's general mechanism).
 """
 import argparse
 import os
@@ -17,7 +21,6 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,7 +34,12 @@ def parse_args(argv=None):
                    help='resume work_dir although its config, data or checkpoints changed')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
-    p.add_argument('--pretrained', help='MoCo checkpoint for the detector backbone')
+    p.add_argument('--pretrained', help='backbone checkpoint for a detection config: our MoCo / '
+                   'DenseCL file, a facebookresearch/moco file or a torchvision ResNet-50')
+    p.add_argument('--backbone-from-detector', action='store_true',
+                   help='let --pretrained take the backbone of a detector checkpoint')
+    p.add_argument('--verbose', action='store_true',
+                   help='also show the environment, config and hook dumps on the terminal')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -41,9 +49,11 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.cli import (check_pretrained, default_work_dir, drop_backbone_init,
-                                    set_data_root, set_launcher, set_pretrained)
+    from custom_modules.config_edits import (check_pretrained, default_work_dir,
+                                             drop_backbone_init, set_data_root, set_pretrained)
+    from custom_modules.launch import set_launcher
     from custom_modules.resume_policy import resolve_resume, run_inputs
+    from custom_modules.user_errors import check_amp, check_data_folders
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
     if args.cfg_options:
@@ -52,14 +62,16 @@ def build_cfg(args) -> Config:
     if args.data_root:
         set_data_root(cfg, args.data_root)
     if args.pretrained:
-        set_pretrained(cfg, args.pretrained)
+        say(set_pretrained(cfg, args.pretrained, args.backbone_from_detector))
+    check_amp(args.amp)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+    check_data_folders(cfg, names=('train_dataloader', 'val_dataloader'))
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,
                               restarted)
-    print(f'train.py: {decision}', flush=True)
+    say(f'train.py: {decision}')
     if cfg.get('resume'):
         drop_backbone_init(cfg)  # every weight comes from the checkpoint being resumed
     else:
@@ -67,11 +79,35 @@ def build_cfg(args) -> Config:
     return cfg
 
 
+def say(msg: str) -> None:
+    if int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0) == 0:
+        print(msg, flush=True)
+
+
+def finished(cfg) -> bool:
+    """The checkpoint to resume already ends the run: nothing to train."""
+    from custom_modules.resume_policy import read_checkpoint_meta
+    if not cfg.get('resume'):
+        return False
+    meta, _ = read_checkpoint_meta(cfg.load_from)
+    return meta['epoch'] >= cfg.train_cfg.max_epochs and not osp.basename(
+        cfg.load_from).startswith('iter_')
+
+
 def main(argv=None):
+    from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
     args = parse_args(argv)
-    runner = Runner.from_cfg(build_cfg(args))
+    set_verbose(args.verbose)
+    quiet_warnings()
+    cfg = build_cfg(args)
+    if finished(cfg):
+        say(f'train.py: {cfg.work_dir} already finished its {cfg.train_cfg.max_epochs} epochs '
+            f'({cfg.load_from}); nothing to train')
+        return
+    runner = QuietRunner.from_cfg(cfg)
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    from custom_modules.user_errors import run_tool
+    run_tool(main)

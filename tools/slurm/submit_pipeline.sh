@@ -10,11 +10,79 @@
 # MOCO_EPOCHS="STOP TOTAL" (default "100 200") and DET_EPOCHS="S1 S2 S3" (default "23 27 37": the
 # epochs where s1, s2, s3 end) shorten the schedules, e.g. for a rehearsal on a new cluster.
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
+# Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
+# its files, a PNG in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
+# .venv, else python: as train.sbatch picks it) imports torch, mmengine, mmdet and mmpretrain;
+# the first problem stops it with one "error: ..." line and exit status 2.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 export REPO
 CONFIG_DIR=${CONFIG_DIR:-$REPO/configs}
-LABELED=${LABELED:?set LABELED to the labeled dataset root}
+die() { echo "error: $*" >&2; exit 2; }
+
+# --- checks: a job that fails hours later in the queue costs far more than these seconds
+LABELED=${LABELED:-}
+[[ -n $LABELED ]] || die "set LABELED to the labeled dataset root (the folder with training/ and validation/)"
+[[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
+for split in training validation; do
+    for sub in images labels; do
+        [[ -d $LABELED/$split/$sub ]] || die "LABELED=$LABELED has no $split/$sub/ folder: expected" \
+            "LABELED/{training,validation}/images/<id>.JPEG and .../labels/<id>.yml"
+    done
+done
+if [[ -z "${MOCO:-}" ]]; then
+    [[ -n "${UNLABELED:-}" ]] || die "set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint"
+    [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint"
+    # the first PNG found ends the search: the real folder holds 512,000 on a network filesystem
+    [[ -n $(find "$UNLABELED" -maxdepth 2 -iname '*.png' -print -quit 2>/dev/null) ]] ||
+        die "UNLABELED=$UNLABELED has no .png/.PNG file (searched two levels): set UNLABELED to the unlabeled PNG folder"
+else
+    [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
+fi
+# the interpreter train.sbatch / test.sbatch would pick, exported so the jobs use exactly it
+if [[ -n "${PYTHON:-}" ]]; then
+    PY=$PYTHON
+elif [[ -x $REPO/.venv/bin/python ]]; then
+    PY=$REPO/.venv/bin/python
+else
+    PY=python
+fi
+if [[ $PY != */* ]]; then
+    PY=$(command -v "$PY") || die "PYTHON=${PYTHON:-python}: no such command: run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
+elif [[ $PY != /* ]]; then
+    PY=$PWD/$PY  # the jobs start in this folder too; absolute for the log lines
+fi
+# One Python start (imports take seconds, more on a network filesystem) checks the environment,
+# then runs check_dataset.py --quick: the layout and the first files of each split (the full
+# check reads all 50,000 yml: minutes). "imports ok" tells the two failures apart.
+# shellcheck disable=SC2016  # Python code, not shell
+probe='import sys
+bad = []
+for m in ("torch", "mmengine", "mmdet", "mmpretrain"):
+    try:
+        __import__(m)
+    except Exception as e:
+        bad.append("%s: %s: %s" % (m, type(e).__name__, (str(e).splitlines() or [""])[0]))
+if bad:
+    print("; ".join(bad))
+    sys.exit(1)
+print("imports ok")
+import runpy
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")'
+if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
+        --split training --split validation 2>&1); then
+    if ! grep -qx 'imports ok' <<<"$out"; then
+        why=$(tail -n 1 <<<"$out")
+        die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
+            "run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
+    fi
+    why=$(grep -m 1 '^ERROR: ' <<<"$out" | sed 's/^ERROR: //' || true)
+    [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
+    die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)"
+fi
+export PYTHON=$PY
+
 PRETRAIN_GPUS=${PRETRAIN_GPUS:-4}
 DET_GPUS=${DET_GPUS:-2}
 SBATCH_ARGS=${SBATCH_ARGS:-}
@@ -31,7 +99,6 @@ submit() { sbatch --parsable --output='work_dirs/slurm/%x-%j.out' $SBATCH_ARGS "
 
 dep=()
 if [[ -z "${MOCO:-}" ]]; then
-    UNLABELED=${UNLABELED:?set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint}
     # shellcheck disable=SC2086
     moco_job=$(submit --job-name=mocov2 --ntasks-per-node="$PRETRAIN_GPUS" "$(gres "$PRETRAIN_GPUS")" \
         "$REPO/tools/slurm/train.sbatch" "$MOCO_CFG" --data-root "$UNLABELED" \
@@ -61,8 +128,9 @@ for k in 1 2 3; do
     echo "fine-tune $stage: job $job"
     prev=(--dependency="afterok:$job")
 done
+# the checkpoint that scored best on validation over the three stages, as the seed reported
 # shellcheck disable=SC2086
 job=$(submit --job-name=det-test "$(gres 1)" "${prev[@]}" "$REPO/tools/slurm/test.sbatch" \
-    "${DET}-s3-37e_labeled.py" "$(det_dir s3-37e)/epoch_$E3.pth" \
+    "${DET}-s3-37e_labeled.py" --best-of "$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)" \
     --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
 echo "test: job $job (summary in work_dirs/slurm/det-test-$job.out)"

@@ -1,0 +1,76 @@
+"""A user's mistakes end in one `error: ...` line naming the fix and exit status 2, before any
+runner is built: no traceback, no config dump."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py')
+MOCO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
+
+
+def tool(name, *args, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'tools', name), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(r, *words):
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr + r.stdout
+    assert 'Config:' not in r.stdout  # failed before the runner dumped anything
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    """A file of each kind the tools tell apart (only their keys matter to the checks)."""
+    d = tmp_path_factory.mktemp('ckpts')
+    det, moco = str(d / 'det.pth'), str(d / 'moco.pth')
+    torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1),
+                                'rpn_head.rpn_cls.weight': torch.zeros(1)}), det)
+    torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1),
+                                'momentum_encoder.conv1.weight': torch.zeros(1),
+                                'queue': torch.zeros(1)}), moco)
+    return dict(det=det, moco=moco)
+
+
+def test_test_py_unknown_split(synthetic_root, files):
+    r = tool('test.py', DEMO, files['det'], '--data-root',
+             os.path.join(synthetic_root, 'labeled'), '--split', 'val')
+    assert_one_line_error(r, "no split folder 'val'", 'training, validation', '--split')
+
+
+def test_test_py_given_a_moco_checkpoint(synthetic_root, files):
+    r = tool('test.py', DEMO, files['moco'], '--data-root', os.path.join(synthetic_root, 'labeled'))
+    assert_one_line_error(r, 'backbone-only checkpoint', '--pretrained')
+
+
+def test_test_py_best_of_folders_without_best_files(tmp_path):
+    r = tool('test.py', DEMO, '--best-of', str(tmp_path))
+    assert_one_line_error(r, 'no best_*.pth', 'epoch_N.pth')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the mistake is --amp without a GPU')
+@pytest.mark.parametrize('name', ['train.py', 'test.py'])
+def test_amp_without_gpu(name, synthetic_root, files, tmp_path):
+    args = ([MOCO, '--data-root', os.path.join(synthetic_root, 'unlabeled')] if name == 'train.py'
+            else [DEMO, files['det']])
+    r = tool(name, *args, '--amp', '--work-dir', str(tmp_path / 'w'))
+    assert_one_line_error(r, '--amp', 'run without --amp')
+
+
+def test_train_py_missing_data_folder(tmp_path):
+    r = tool('train.py', MOCO, '--work-dir', str(tmp_path / 'w'), cwd=str(tmp_path))
+    assert_one_line_error(r, "'data/synthetic/unlabeled'", '--data-root DIR')
+
+
+def test_train_py_detector_checkpoint_as_pretrained(synthetic_root, files, tmp_path):
+    r = tool('train.py', DEMO, '--data-root', os.path.join(synthetic_root, 'labeled'),
+             '--pretrained', files['det'], '--work-dir', str(tmp_path / 'w'))
+    assert_one_line_error(r, '--backbone-from-detector')
