@@ -37,14 +37,17 @@ if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
 fi
 
 step "3/3 COCO evaluation on $DATA/labeled validation"
+# the numbers a README may quote come from this file, with the machine and date they came from
+RESULTS=$OUT/results.txt
+{ echo "make demo, $(date -u +%F), $(nproc) CPU cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)), DATA=$DATA"; } > "$RESULTS"
 if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
-    echo "--- random-init backbone:"
+    echo "--- random-init backbone:" | tee -a "$RESULTS"
     "$PYTHON" tools/test.py "$SCRATCH_CFG" "$(last_ckpt "$OUT/frcnn_scratch")" \
         --data-root "$DATA/labeled" --split validation --work-dir "$OUT/test_scratch" \
-        2>&1 | grep -E "^ Average|^checkpoint"
-    echo "--- MoCo v2 backbone:"
+        2>&1 | grep -E "^ Average|^checkpoint" | tee -a "$RESULTS"
+    echo "--- MoCo v2 backbone:" | tee -a "$RESULTS"
 fi
 "$PYTHON" tools/test.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" --data-root "$DATA/labeled" \
     --split validation --work-dir "$OUT/test_mocov2" --out "$OUT/test_mocov2/predictions.pkl" \
-    2>&1 | grep -E "^ Average|^checkpoint|^dataset: |^logs|^predictions"
-step "done: checkpoints and logs under $OUT/"
+    2>&1 | grep -E "^ Average|^checkpoint|^dataset: |^logs|^predictions" | tee -a "$RESULTS"
+step "done in $(( (SECONDS - t0) / 60 )) min: checkpoints and logs under $OUT/, the AP summaries in $RESULTS"

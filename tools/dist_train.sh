@@ -3,15 +3,8 @@
 # Env: NNODES, NODE_RANK, MASTER_ADDR, PORT (default 29500 + a value from the work folder, so two
 # runs on one machine do not collide), PYTHON.
 set -euo pipefail
-# -h: the header above; too few arguments: one usage line on stderr, exit 2 (not "unbound variable")
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" | sed '1s/^/usage: /'
-    exit 0
-fi
-if [[ $# -lt 2 ]]; then
-    echo "usage: tools/dist_train.sh CONFIG GPUS [train.py args]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launcher_args.sh"
+check_args 2 "tools/dist_train.sh CONFIG GPUS [train.py args]" "$@"
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -2,15 +2,8 @@
 # tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args, e.g. --data-root
 # /labeled --split validation --batch-size 2]. Env as in slurm_train.sh.
 set -euo pipefail
-# -h: the header above; too few arguments: one usage line on stderr, exit 2 (not "unbound variable")
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" | sed '1s/^/usage: /'
-    exit 0
-fi
-if [[ $# -lt 4 ]]; then
-    echo "usage: tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launcher_args.sh"
+check_args 4 "tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]" "$@"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

@@ -5,15 +5,8 @@
 # "--account=ACC --time=24:00:00"), GRES (default gpu:GPUS_PER_NODE), PYTHON.
 # Each job gets its own MASTER_PORT from its job id, so two jobs sharing a node do not collide.
 set -euo pipefail
-# -h: the header above; too few arguments: one usage line on stderr, exit 2 (not "unbound variable")
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" | sed '1s/^/usage: /'
-    exit 0
-fi
-if [[ $# -lt 3 ]]; then
-    echo "usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launcher_args.sh"
+check_args 3 "tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args]" "$@"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
