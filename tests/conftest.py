@@ -59,3 +59,16 @@ def slurm(tmp_path_factory):
     cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster'))).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope='session')
+def slurm2(tmp_path_factory):
+    """A two-node Slurm cluster (two slurmd on this machine, one CPU each) for the multi-node
+    tests; its own daemons, ports, munge key and state folder, so it runs beside ``slurm``."""
+    from slurm_cluster import SlurmCluster, unavailable
+    reason = unavailable()
+    if reason:
+        pytest.skip(f'Slurm tests skipped: {reason}')
+    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster2')), nodes=2, cpus=1).start()
+    yield cluster
+    cluster.stop()

@@ -1,14 +1,22 @@
-"""A throw-away one-node Slurm cluster for tests: munged + slurmctld + slurmd in a temporary
-folder, no systemd or cgroups, stopped by PID afterwards.
+"""A throw-away Slurm cluster for tests: munged + slurmctld + slurmd in a temporary folder, no
+systemd or cgroups, stopped by PID afterwards.
+
+One node by default (named after this host). ``nodes=N`` emulates N nodes on this machine: N
+slurmd daemons (``slurmd -N NAME``), each with its own port and its own spool/pid/log files
+(``%n`` in the paths), all at ``NodeAddr=127.0.0.1``. Their names (``PREFIX1..PREFIXN``) do not
+resolve on purpose: the launcher finds a node's address the way a real cluster's NodeAddr says
+(custom_modules/launch.py), without /etc/hosts edits.
 
 Debian's packages are installed when missing (`apt-get`, as root). :func:`unavailable` says
 why a cluster cannot be had here, so tests skip with that reason instead of silently.
 """
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 PACKAGES = ('slurmctld', 'slurmd', 'slurm-client', 'munge')
@@ -19,6 +27,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def _first_job_id(block: int = 200, blocks: int = 55) -> int:
+    """The first job id of a new cluster, a block of ids that the clusters started just before
+    on this machine (other test sessions, the other fixture) do not hand out: the launchers take
+    MASTER_PORT from the job id (20000 + id % 20000), unique on a real cluster but not across two
+    clusters on one machine, where job 3 of each would collide. Blocks come round-robin from a
+    counter that the sessions share, and stay under id 12000 (ports under the ephemeral range)."""
+    with open(os.path.join(tempfile.gettempdir(), 'slurm-test-clusters.counter'), 'a+') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        n = int(f.read().strip() or 0) % blocks
+        f.seek(0)
+        f.truncate()
+        f.write(str(n + 1))
+    return 1000 + n * block
 
 
 def unavailable() -> str | None:
@@ -37,23 +61,30 @@ def unavailable() -> str | None:
 
 
 class SlurmCluster:
-    def __init__(self, root: str, cpus: int | None = None):
+    def __init__(self, root: str, cpus: int | None = None, nodes: int = 1,
+                 prefix: str = 'tnode'):
+        """``cpus``: per node (default: all of this machine's for one node, 1 for several)."""
         self.root = root
-        self.cpus = cpus or os.cpu_count() or 1
-        self.node = socket.gethostname()
+        self.cpus = cpus or ((os.cpu_count() or 1) if nodes == 1 else 1)
+        self.node = socket.gethostname()  # also the controller's host name
+        self.nodes = [self.node] if nodes == 1 else [f'{prefix}{i}' for i in range(1, nodes + 1)]
         self.conf = os.path.join(root, 'slurm.conf')
         self.procs: dict[str, int] = {}
         self.env = dict(os.environ, SLURM_CONF=self.conf)
 
     def _write_conf(self) -> None:
         r = self.root
-        for d in ('state', 'spool', 'munge', 'log'):
+        for d in ('state', 'munge', 'log', *(f'spool/{n}' for n in self.nodes)):
             os.makedirs(os.path.join(r, d), exist_ok=True)
         os.chmod(os.path.join(r, 'munge'), 0o755)  # clients must reach the socket
         mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**20
         ctld_port, slurmd_port = _free_port(), _free_port()
+        node_lines = ''.join(
+            f'NodeName={n} NodeAddr=127.0.0.1 Port={_free_port() if i else slurmd_port} '
+            f'CPUs={self.cpus} RealMemory={mem // len(self.nodes)} State=UNKNOWN\n'
+            for i, n in enumerate(self.nodes))
         with open(self.conf, 'w') as f:
-            f.write(f"""ClusterName=testcluster
+            f.write(f"""ClusterName=testcluster{len(self.nodes) if len(self.nodes) > 1 else ''}
 SlurmctldHost={self.node}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -71,15 +102,15 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
 SchedulerParameters=bf_interval=1
+FirstJobId={_first_job_id()}
 MessageTimeout=30
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={mem} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+SlurmdLogFile={r}/log/slurmd-%n.log
+{node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
 
     def start(self) -> 'SlurmCluster':
@@ -96,15 +127,17 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         self.procs['munged'] = self._read_pid(f'{r}/munge/munged.pid')
         subprocess.run(['slurmctld', '-c', '-i'], check=True, env=self.env)
         self.procs['slurmctld'] = self._read_pid(f'{r}/slurmctld.pid')
-        subprocess.run(['slurmd', '-N', self.node], check=True, env=self.env)
-        self.procs['slurmd'] = self._read_pid(f'{r}/slurmd.pid')
+        for n in self.nodes:
+            subprocess.run(['slurmd', '-N', n], check=True, env=self.env)
+            self.procs[f'slurmd-{n}'] = self._read_pid(f'{r}/slurmd-{n}.pid')
         deadline = time.time() + 60
         while time.time() < deadline:
-            out = self.run('sinfo', '-h', '-o', '%T', check=False).stdout.strip()
-            if out in ('idle', 'mixed', 'allocated'):
+            states = self.run('sinfo', '-h', '-N', '-o', '%T', check=False).stdout.split()
+            if len(states) == len(self.nodes) and set(states) <= {'idle', 'mixed', 'allocated'}:
                 return self
             time.sleep(0.5)
-        raise RuntimeError(f'slurm node not idle after 60 s (state {out!r}); logs in {r}/log')
+        raise RuntimeError(f'slurm nodes not all idle after 60 s (states {states!r}); '
+                           f'logs in {r}/log')
 
     @staticmethod
     def _read_pid(path: str, timeout: float = 20) -> int:
@@ -139,7 +172,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
 
     def stop(self) -> None:
         subprocess.run(['scancel', '--full', '-u', 'root'], env=self.env, capture_output=True)
-        for name in ('slurmd', 'slurmctld', 'munged'):
+        for name in (*(f'slurmd-{n}' for n in self.nodes), 'slurmctld', 'munged'):
             pid = self.procs.pop(name, None)
             if pid is None:
                 continue

@@ -228,10 +228,11 @@ def test_continuing_pretraining_after_the_keep_epoch_keeps_optimizer_and_lr(rig,
 
 
 def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig):
-    """A 2-minute limit with SIGUSR1 45 s before it: Slurm sends it up to a minute early, so it
-    comes 15-75 s into the job, while a schedule of 32 iterations trains. The run saves its
-    current iteration, requeues itself and ends with the uninterrupted run's state."""
-    epochs = 8
+    """A 2-minute limit with SIGUSR1 45 s before it: slurmctld checks limits periodically and
+    sends it up to a minute early, so it comes 15-75 s into the job, while a schedule of 64
+    iterations (about 100 s here) trains. The run saves its current iteration, requeues itself
+    and ends with the uninterrupted run's state."""
+    epochs = 16
     reference = train_reference(rig, epochs)
     work = os.path.join(rig['root'], 'work_dirs', 'moco-time-limit')
     t0 = time.time()
