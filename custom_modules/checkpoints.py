@@ -15,7 +15,7 @@ def load_state_dict_file(path: str) -> dict:
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # not a torch.save file (truncated, text, another framework's)
         raise UserError(f'{path} is not a PyTorch checkpoint file '
-                         f'({type(e).__name__}: {e})') from e
+                        f'({type(e).__name__}: {e})') from e
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UserError(f'{path} is not a checkpoint with a state_dict')
@@ -130,8 +130,8 @@ def check_detector_checkpoint(path: str) -> None:
     else:
         what = f'not an mmdet detector checkpoint (first keys: {list(state)[:3]})'
     raise UserError(f'{path} is {what}. Evaluation needs a full detector checkpoint written by '
-                     'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
-                     'epoch_37.pth); backbone checkpoints are for --pretrained when training.')
+                    'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
+                    'epoch_37.pth); backbone checkpoints are for --pretrained when training.')
 
 
 def best_checkpoint(work_dirs) -> tuple[str, str]:

@@ -48,7 +48,7 @@ def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False)
     init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
     if not init_cfg or init_cfg.get('type') != 'Pretrained':
         raise UserError('--pretrained: this config has no Pretrained backbone init_cfg '
-                         '(stage 2/3 configs resume from the previous stage instead)')
+                        '(stage 2/3 configs resume from the previous stage instead)')
     if not osp.isfile(path):
         raise UserError(f'--pretrained {path}: file does not exist')
     state = load_state_dict_file(path)

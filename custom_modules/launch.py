@@ -43,6 +43,11 @@ def slurm_master_addr() -> str:
                     'Slurm knows no other NodeAddr for it: set MASTER_ADDR to its address')
 
 
+def launch_rank() -> int:
+    """This process's rank as its launcher set it, readable before the process group exists."""
+    return int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0)
+
+
 def set_slurm_rendezvous() -> None:
     """MASTER_ADDR and MASTER_PORT for ``--launcher slurm``, identical on every node without any
     exchange between them: rank 0's node (:func:`slurm_master_addr`) and a port from the job id,

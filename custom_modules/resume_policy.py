@@ -20,6 +20,7 @@ import tempfile
 import torch
 from mmengine.config import Config
 
+from .launch import launch_rank
 from .user_errors import UserError
 
 RECORD = 'run_inputs.json'
@@ -60,19 +61,25 @@ def latest_resume_point(work_dir: str) -> str | None:
     """The resume point ``last_checkpoint`` names or, when that file is missing, empty or names a
     file that is gone or not a resume point, the ``epoch_N`` / ``iter_N`` checkpoint with the
     highest iteration."""
+    return _latest_resume_point(work_dir)[0]
+
+
+def _latest_resume_point(work_dir: str) -> tuple[str | None, dict | None]:
+    """(path, meta) of :func:`latest_resume_point`: each candidate file is read once."""
     named = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(named):
         with open(named) as f:
             path = f.read().strip()
-        if path and osp.isfile(path) and read_checkpoint_meta(path)[0] is not None:
-            return path
+        meta = read_checkpoint_meta(path)[0] if path and osp.isfile(path) else None
+        if meta is not None:
+            return path, meta
     found = []
     for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
         if re.fullmatch(r'(epoch|iter)_\d+\.pth', name):
             meta, _ = read_checkpoint_meta(osp.join(work_dir, name))
             if meta is not None:
-                found.append((meta['iter'], meta['epoch'], osp.join(work_dir, name)))
-    return max(found)[2] if found else None
+                found.append((meta['iter'], meta['epoch'], osp.join(work_dir, name), meta))
+    return max(found, key=lambda f: f[:3])[2:] if found else (None, None)
 
 
 def _sha256(path: str) -> str:
@@ -130,7 +137,7 @@ def _read_record(work_dir: str) -> dict | None:
 
 def write_record(work_dir: str, inputs: dict) -> None:
     """Rank 0 writes (atomically) what this work folder is being trained from."""
-    if int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0) != 0:
+    if launch_rank() != 0:
         return
     os.makedirs(work_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=work_dir, prefix='.run_inputs-')
@@ -163,7 +170,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
     """Set ``cfg.resume`` / ``cfg.load_from`` and write the work folder's record. ``resume`` is
     None (no flag), 'auto' (``--resume``) or a path. Returns what was decided, for the log."""
     work_dir = cfg.work_dir
-    own = latest_resume_point(work_dir)
+    own, own_meta = _latest_resume_point(work_dir)
     if resume and resume != 'auto' and not (restarted and own):
         meta, why = read_checkpoint_meta(resume)
         if meta is None:
@@ -184,7 +191,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
                 + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
                 + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
                 'with the new inputs (--allow-input-change).')
-        _resume_from(cfg, own, read_checkpoint_meta(own)[0])
+        _resume_from(cfg, own, own_meta)
         if diffs:
             write_record(work_dir, inputs)
         return f'resuming from {own} (latest resume point in {work_dir})'

@@ -80,7 +80,8 @@ def build_cfg(args) -> Config:
 
 
 def say(msg: str) -> None:
-    if int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0) == 0:
+    from custom_modules.launch import launch_rank
+    if launch_rank() == 0:
         print(msg, flush=True)
 
 
