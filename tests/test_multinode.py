@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import write_sample
-from test_slurm import (DET, DET_WRAPPER, MOCO_DEMO, MOCO_WRAPPER, _wait_for,
+from test_slurm import (DET, DET_WRAPPER, MOCO_DEMO, MOCO_WRAPPER, _reached_epoch, _wait_for,
                         assert_two_ranks_in_step, probes)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
@@ -248,7 +248,7 @@ def test_requeued_two_node_job_resumes_and_matches_uninterrupted_run(env, slurm2
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
-    _wait_for(os.path.join(work, 'epoch_2.pth'),
+    _wait_for(_reached_epoch(work, 2),
               lambda: slurm2.job_state(job) in ('PENDING', 'RUNNING'))
     slurm2.run('scontrol', 'requeue', job)
     time.sleep(1)

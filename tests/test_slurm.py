@@ -167,14 +167,29 @@ def test_slurm_train_sh_two_ranks(env, slurm, which):
     assert p[0]['master_port'] == p[1]['master_port'] != '29500'  # per-job port
 
 
-def _wait_for(path, proc_alive, timeout=300):
+def _reached_epoch(work_dir, epoch):
+    """True once the run has saved epoch_N.pth for some N >= epoch. Reads last_checkpoint, which
+    stays, rather than waiting for epoch_N.pth itself, which max_keep_ckpts deletes three epochs
+    later: a poll that misses that window would wait for a file that no longer comes."""
+    def reached():
+        try:
+            name = os.path.basename(open(os.path.join(work_dir, 'last_checkpoint')).read().strip())
+        except FileNotFoundError:
+            return False
+        return name.startswith('epoch_') and int(name[len('epoch_'):-len('.pth')]) >= epoch
+    reached.__name__ = f'epoch {epoch} checkpoint in {work_dir}'
+    return reached
+
+
+def _wait_for(done, proc_alive, timeout=300, log=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.exists(path):
+        if done():
             return
-        assert proc_alive(), f'training ended before {path} appeared'
+        tail = open(log).read()[-3000:] if log and os.path.exists(log) else ''
+        assert proc_alive(), f'training ended before the {done.__name__}\n{tail}'
         time.sleep(0.1)
-    raise TimeoutError(path)
+    raise TimeoutError(done.__name__)
 
 
 def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run):
@@ -188,7 +203,7 @@ def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run
                        env=e, cwd=env['root'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
-    _wait_for(os.path.join(work, 'epoch_4.pth'), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
+    _wait_for(_reached_epoch(work, 4), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
     slurm.run('scontrol', 'requeue', job)
     time.sleep(1)
     slurm.run('scontrol', 'update', f'JobId={job}', 'StartTime=now', check=False)
@@ -207,7 +222,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
            work, '--pretrained', env['moco_ckpt']]
     proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    _wait_for(os.path.join(work, 'epoch_5.pth'), lambda: proc.poll() is None)
+    _wait_for(_reached_epoch(work, 5), lambda: proc.poll() is None)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(work, 'epoch_14.pth'))
@@ -230,11 +245,14 @@ def test_sigusr1_stops_inside_an_epoch_and_resume_matches_uninterrupted_run(env,
     work = os.path.join(env['root'], 'work_dirs', 'sigusr1')
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
            work, '--pretrained', env['moco_ckpt']]
-    proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    _wait_for(os.path.join(work, 'epoch_3.pth'), lambda: proc.poll() is None)
+    log = os.path.join(env['root'], 'sigusr1.log')  # a file, not a pipe nobody reads while waiting
+    with open(log, 'w') as f:
+        proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=f,
+                                stderr=subprocess.STDOUT)
+    _wait_for(_reached_epoch(work, 3), lambda: proc.poll() is None, log=log)
     os.kill(proc.pid, signal.SIGUSR1)
-    out = proc.communicate(timeout=300)[0]
+    proc.wait(timeout=300)
+    out = open(log).read()
     assert proc.returncode == 75, out[-3000:]
     saved = [f for f in os.listdir(work) if f.startswith('iter_')]
     assert len(saved) == 1 and 'not a Slurm job' in out, out[-3000:]
