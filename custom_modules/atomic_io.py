@@ -11,6 +11,12 @@ import tempfile
 from mmengine.fileio.backends import LocalBackend, register_backend
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath) -> None:
@@ -18,6 +24,9 @@ class AtomicLocalBackend(LocalBackend):
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.part')
         try:
+            # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask),
+            # so that teammates on a shared cluster can read the checkpoints
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()

@@ -25,6 +25,20 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth']
 
 
+def test_checkpoint_file_mode_follows_the_umask(tmp_path):
+    """Files written through the backend get open()'s mode, not mkstemp's private 0600:
+    teammates sharing a cluster project folder read each other's checkpoints."""
+    old = os.umask(0o022)
+    try:
+        get_file_backend(str(tmp_path)).put(b'x', str(tmp_path / 'epoch_1.pth'))
+        with open(tmp_path / 'plain', 'wb'):
+            pass
+    finally:
+        os.umask(old)
+    mode = os.stat(tmp_path / 'epoch_1.pth').st_mode & 0o777
+    assert mode == os.stat(tmp_path / 'plain').st_mode & 0o777 == 0o644
+
+
 def _ckpt(path, iter_, epoch, resumable=True):
     ckpt = dict(meta=dict(epoch=epoch, iter=iter_, seed=0), state_dict={}, message_hub={})
     if resumable:
