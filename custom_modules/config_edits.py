@@ -163,6 +163,14 @@ def _groups(keys, prefix: str = '', outside_of: str = '', most: int = 6) -> str:
     return ', '.join(shown)
 
 
+def add_tensorboard(cfg: Config) -> None:
+    """Log the scalars for TensorBoard too: mmengine's TensorboardVisBackend writes its event
+    file beside scalars.json (work_dir/<timestamp>/vis_data/)."""
+    backends = cfg.visualizer.setdefault('vis_backends', [])
+    if not any(b['type'].split('.')[-1] == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+
+
 def drop_backbone_init(cfg: Config) -> None:
     if 'model' in cfg and cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None

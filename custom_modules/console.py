@@ -31,6 +31,11 @@ Python warnings (``quiet_warnings``; each filter names one message, no blanket i
   - ``Only use 'alpha' for pillow backend.`` (mmcv.image.photometric.adjust_color, once per
     dataloader worker): raised on every saturation jitter with the pillow backend, which is
     mmpretrain ColorJitter's default, used by the MoCo augmentation as configured.
+  - ``Warning: The bbox is out of bounds, ...`` and ``Warning: The polygon is out of bounds,
+    ...`` (mmengine.visualization.visualizer, when drawing: tools/test.py --show-dir,
+    tools/infer.py, tools/browse_dataset.py): raised for every box that touches the right or
+    bottom edge (draw_bboxes draws it again as a polygon, hence the second message): mmengine
+    wants x < width, and a box clipped to the image ends at x = width. It is drawn all the same.
 """
 import contextlib
 import io
@@ -112,6 +117,8 @@ def quiet_imports() -> None:
 # (message regex, category, module regex): each a known third-party message needing no action
 _WARNINGS = (
     (r"Only use 'alpha' for pillow backend\.", UserWarning, r'mmcv\.image\.photometric'),
+    (r'Warning: The (bbox|polygon) is out of bounds', UserWarning,
+     r'mmengine\.visualization\.visualizer'),
 )
 
 

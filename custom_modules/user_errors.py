@@ -51,3 +51,20 @@ def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_d
         if split and not osp.isdir(osp.join(root, split)):
             raise UserError(f'{root} has no split folder {split!r} (it has: '
                             f'{_split_folders(root)}): pass --split with one of those')
+
+
+def check_tensorboard(cfg) -> None:
+    """mmengine's TensorboardVisBackend imports tensorboard at its first scalar, after the model
+    is built and training has started: fail before that when it is configured but missing."""
+    backends = (cfg.get('visualizer') or {}).get('vis_backends') or []
+    if not all(isinstance(b, dict) for b in backends):
+        # --cfg-options parses "[dict(type=...), ...]" into strings, not dicts
+        raise UserError(f'visualizer.vis_backends must be dicts, got {backends}: --cfg-options '
+                        'cannot write a list of dicts; add TensorBoard with --tensorboard')
+    if any(str(b.get('type', '')).split('.')[-1] == 'TensorboardVisBackend' for b in backends):
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError as e:
+            raise UserError('TensorBoard logging (--tensorboard, TensorboardVisBackend) needs the '
+                            'tensorboard package, which is not installed: `pip install '
+                            'tensorboard` into the environment, or train without it') from e

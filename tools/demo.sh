@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline at CPU scale, on generated data unless DATA is given.
 #   synthetic data -> MoCo v2 pretraining -> Faster R-CNN fine-tuning from it -> COCO eval,
-#   plus the same fine-tuning from a random backbone, for comparison (SKIP_SCRATCH=1 skips it).
+#   plus the same fine-tuning from a random backbone, for comparison (SKIP_SCRATCH=1 skips it),
+#   then pictures: the detector's predictions on 4 validation images and the training curves.
 # DATA=DIR runs the chain on a real folder holding unlabeled/ and labeled/{training,validation}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +51,19 @@ fi
 "$PYTHON" tools/test.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" --data-root "$DATA/labeled" \
     --split validation --work-dir "$OUT/test_mocov2" --out "$OUT/test_mocov2/predictions.pkl" \
     2>&1 | grep -E "^ Average|^checkpoint|^dataset: |^logs|^predictions" | tee -a "$RESULTS"
+
+step "pictures: the MoCo-init detector on 4 validation images, the fine-tuning curves"
+PICS=$OUT/pictures
+"$PYTHON" tools/infer.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" \
+    "$DATA/labeled/validation/images" --num 4 --out-dir "$PICS/predictions" \
+    --grid "$PICS/predictions.png"
+RUNS=("$OUT/frcnn_mocov2") LABELS=("MoCo v2 init")
+if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
+    RUNS+=("$OUT/frcnn_scratch") LABELS+=("random init")
+fi
+# the demo configs do not validate during training: no AP curve
+"$PYTHON" tools/plot_curves.py "${RUNS[@]}" --labels "${LABELS[@]}" --keys loss lr \
+    --out "$PICS/curves.png"
 step "done in $(( (SECONDS - t0) / 60 )) min: checkpoints and logs under $OUT/, the AP summaries in $RESULTS"
+echo "predictions drawn: $PICS/predictions.png (each image with its JSON in $PICS/predictions/)"
+echo "training curves:   $PICS/curves.png"

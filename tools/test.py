@@ -2,13 +2,15 @@
 
     python tools/test.py CONFIG (CKPT | --best-of DIR [DIR ...]) [--data-root DIR]
         [--split validation] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
-        [--cfg-options k=v ...] [--launcher L] [--verbose]
+        [--show-dir DIR [--score-thr 0.3]] [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
 seed printed it. --best-of evaluates the checkpoint that scored best on the validation split
 during training among the best_*.pth files of the given work folders (e.g. the three stages):
 the seed reported its best checkpoint. The seed's flag names (--checkpoint-path,
---dataset-root, --dataset-split) are accepted too.
+--dataset-root, --dataset-split) are accepted too. --show-dir writes every evaluated image with
+its ground truth (left) and the predictions scoring above --score-thr (right) drawn, named as
+the image (mmdet's DetVisualizationHook; class names from the dataset's metainfo).
 """
 import argparse
 import os
@@ -34,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, help='images per GPU')
     p.add_argument('--classwise', action='store_true', help='also print per-class AP')
     p.add_argument('--out', help='write raw predictions to this .pkl file')
+    p.add_argument('--show-dir', help='write each image with ground truth and predictions drawn')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='--show-dir draws the predictions scoring above this (default 0.3)')
     p.add_argument('--work-dir', help='default: work_dirs/<config name>')
     p.add_argument('--amp', action='store_true', help='mixed-precision inference')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
@@ -81,6 +86,12 @@ def build_cfg(args) -> Config:
     if args.out:
         cfg.test_evaluator = [cfg.test_evaluator,
                               dict(type='DumpDetResults', out_file_path=args.out)]
+    if args.show_dir:
+        # absolute: the hook puts a relative folder under work_dir/<timestamp>/, joining it
+        # again at every batch
+        cfg.default_hooks.visualization = dict(
+            type='DetVisualizationHook', draw=True, score_thr=args.score_thr,
+            test_out_dir=osp.abspath(args.show_dir))
     check_data_folders(cfg, names=('test_dataloader', ))
     return cfg
 
@@ -96,7 +107,8 @@ def main(argv=None):
     print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
           + f'\ndataset: {cfg.test_dataloader.dataset.data_root} '
           f'split={cfg.test_dataloader.dataset.get("split")}\nlogs: {runner.log_dir}'
-          + (f'\npredictions: {args.out}' if args.out else ''))
+          + (f'\npredictions: {args.out}' if args.out else '')
+          + (f'\npictures: {osp.abspath(args.show_dir)}' if args.show_dir else ''))
     return metrics
 
 

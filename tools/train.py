@@ -1,11 +1,13 @@
 """Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
-        [--amp] [--data-root DIR] [--pretrained CKPT [--backbone-from-detector]]
+        [--amp] [--data-root DIR] [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
         [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 --data-root, --pretrained and --amp are shorthands for the config fields they set; any other
-field is changed with --cfg-options (mmengine's general mechanism).
+field is changed with --cfg-options (mmengine's general mechanism). --tensorboard adds mmengine's
+TensorboardVisBackend beside the scalars.json log (`tensorboard --logdir work_dirs`); it needs
+`pip install tensorboard`, which the pinned stack leaves out.
 """
 import argparse
 import os
@@ -38,6 +40,8 @@ def parse_args(argv=None):
                    'DenseCL file, a facebookresearch/moco file or a torchvision ResNet-50')
     p.add_argument('--backbone-from-detector', action='store_true',
                    help='let --pretrained take the backbone of a detector checkpoint')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='also log the scalars for TensorBoard (needs the tensorboard package)')
     p.add_argument('--verbose', action='store_true',
                    help='also show the environment, config and hook dumps on the terminal')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
@@ -49,11 +53,11 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.config_edits import (check_pretrained, default_work_dir,
+    from custom_modules.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
                                              drop_backbone_init, set_data_root, set_pretrained)
     from custom_modules.launch import set_launcher
     from custom_modules.resume_policy import resolve_resume, run_inputs
-    from custom_modules.user_errors import check_amp, check_data_folders
+    from custom_modules.user_errors import check_amp, check_data_folders, check_tensorboard
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
     if args.cfg_options:
@@ -67,6 +71,9 @@ def build_cfg(args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.tensorboard:
+        add_tensorboard(cfg)
+    check_tensorboard(cfg)  # also when set with --cfg-options
     check_data_folders(cfg, names=('train_dataloader', 'val_dataloader'))
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,

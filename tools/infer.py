@@ -1,0 +1,211 @@
+"""Run a detector on any images: draw its predictions and write them as JSON.
+
+    python tools/infer.py CONFIG CKPT INPUT [INPUT ...] [--out-dir DIR] [--score-thr 0.3]
+        [--device cpu|cuda] [--num N] [--grid FILE.png] [--cfg-options k=v ...] [--verbose]
+
+INPUT: an image, a folder (its images; sub-folders are not searched) or a quoted glob
+('imgs/*.JPEG', 'data/**/*.PNG'). For every image, DIR (default work_dirs/infer) gets
+<name>.png, the image with the predictions scoring above --score-thr drawn (class names from the
+config's dataset: the course table), and <name>.json:
+
+    {"image": PATH, "width": W, "height": H, "score_thr": T,
+     "detections": [{"bbox": [x1, y1, x2, y2], "label": "dog", "label_id": 4, "score": 0.91}, ...]}
+
+boxes in pixels of the original image, in the model's order (highest score first); the same
+predictions as tools/test.py --out for that image (test.py with --batch-size 1: images padded
+together in a batch move the features slightly). --score-thr 0 keeps every detection the model
+returns. --grid also tiles the pictures into one image.
+
+CKPT is a detector checkpoint written by tools/train.py, or the seed's torchvision Faster R-CNN
+converted by tools/model_converters/torchvision_frcnn_to_mmdet.py (use it with
+configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py).
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import os.path as osp
+import re
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint', help='detector checkpoint (.pth)')
+    p.add_argument('inputs', nargs='+', metavar='INPUT', help='image, folder or quoted glob')
+    p.add_argument('--out-dir', default='work_dirs/infer', help='default: work_dirs/infer')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='draw and write the detections scoring above this (default 0.3)')
+    p.add_argument('--device', choices=['cpu', 'cuda'],
+                   help='default: cuda when a GPU is visible, else cpu')
+    p.add_argument('--num', type=int, help='only the first N images (in name order)')
+    p.add_argument('--grid', metavar='FILE.png', help='also tile the pictures into this image')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    p.add_argument('--verbose', action='store_true', help='show third-party warnings too')
+    return p.parse_args(argv)
+
+
+def _natural(path: str):
+    # 9.JPEG before 10.JPEG
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path)]
+
+
+def find_images(inputs, num=None) -> list:
+    """The image files named by ``inputs`` (files, folders, globs), in name order, each once;
+    a name that finds nothing, or a file that is not an image, is a UserError."""
+    from PIL import Image
+    from custom_modules.user_errors import UserError
+    found = []
+    for item in inputs:
+        if osp.isdir(item):
+            files = [osp.join(item, f) for f in os.listdir(item)
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(osp.join(item, f))]
+            if not files:
+                raise UserError(f'{item}: no image files in this folder (sub-folders are not '
+                                f'searched: give a glob such as "{item}/**/*.JPEG")')
+        elif glob.has_magic(item):
+            files = [f for f in glob.glob(item, recursive=True)
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(f)]
+            if not files:
+                raise UserError(f'{item}: no image file matches this pattern')
+        elif osp.isfile(item):
+            files = [item]
+        else:
+            raise UserError(f'{item}: no such file or folder')
+        found += sorted(files, key=_natural)
+    found = list(dict.fromkeys(osp.abspath(f) for f in found))[:num]
+    for path in found:  # the header only: a bad file fails here, before the model is built
+        try:
+            with Image.open(path):
+                pass
+        except Exception as e:
+            raise UserError(f'{path} is not an image that can be read ({type(e).__name__}: '
+                            f'{e})') from e
+    return found
+
+
+def load_detector(cfg: Config, checkpoint: str, device: str):
+    """The config's detector with every weight from ``checkpoint`` (a UserError when they do not
+    fit each other), and the class names and colours of the config's test dataset: what
+    tools/test.py names the classes with."""
+    import copy
+
+    from mmdet.registry import DATASETS, MODELS
+    from mmengine.registry import init_default_scope
+
+    from custom_modules.checkpoints import check_detector_checkpoint, load_state_dict_file
+    from custom_modules.config_edits import drop_backbone_init
+    from custom_modules.user_errors import UserError
+    check_detector_checkpoint(checkpoint)
+    drop_backbone_init(cfg)  # every weight comes from the checkpoint
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    state = {re.sub(r'^module\.', '', k): v for k, v in load_state_dict_file(checkpoint).items()}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: e.g. another number of classes
+        detail = '; '.join(line.strip() for line in str(e).splitlines()[1:3])
+        raise UserError(f'{checkpoint} does not fit the model of {cfg.filename}: {detail}') from e
+    if missing or unexpected:
+        raise UserError(f'{checkpoint} does not fit the model of {cfg.filename}: '
+                        f'{len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} '
+                        f'unexpected (e.g. {unexpected[:2]})')
+    dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    dataset_cfg['lazy_init'] = True  # the metainfo only: no file is read
+    meta = DATASETS.build(dataset_cfg).metainfo
+    num_classes = cfg.model.roi_head.bbox_head.num_classes
+    if len(meta['classes']) != num_classes:
+        raise UserError(f'{cfg.filename}: the test dataset names {len(meta["classes"])} classes '
+                        f'and the detector has {num_classes}')
+    model.dataset_meta = meta
+    model.cfg = cfg  # inference_detector reads the pipeline from it
+    return model.to(device).eval()
+
+
+def tile(images, gap: int = 4):
+    """Images (H x W x 3, sizes may differ) in a near-square grid on white."""
+    import numpy as np
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    h = max(i.shape[0] for i in images) + gap
+    w = max(i.shape[1] for i in images) + gap
+    grid = np.full((rows * h - gap, cols * w - gap, 3), 255, np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        grid[r * h:r * h + img.shape[0], c * w:c * w + img.shape[1]] = img
+    return grid
+
+
+def main(argv=None):
+    import mmcv
+    import torch
+    from mmcv.transforms import Compose
+    from mmdet.apis import inference_detector
+    from mmdet.visualization import DetLocalVisualizer
+
+    from custom_modules.console import quiet_warnings, set_verbose
+    from custom_modules.user_errors import UserError
+    args = parse_args(argv)
+    set_verbose(args.verbose)
+    quiet_warnings()
+    images = find_images(args.inputs, args.num)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda: no CUDA GPU is visible here: use --device cpu')
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = load_detector(cfg, args.checkpoint, device)
+    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    # the picture is decoded as the pipeline's loader decodes (e.g. Pillow, EXIF orientation
+    # ignored), so the boxes sit on the pixels the model saw
+    load = cfg.test_dataloader.dataset.pipeline[0]
+    decode = dict(flag=load.get('color_type', 'color'), backend=load.get('imdecode_backend'))
+    visualizer = DetLocalVisualizer(name='infer')
+    visualizer.dataset_meta = model.dataset_meta
+    classes = model.dataset_meta['classes']
+    root = osp.commonpath([osp.dirname(p) for p in images])
+    pictures = []
+    for path in images:
+        try:
+            result = inference_detector(model, path, test_pipeline=pipeline)
+        except OSError as e:  # LoadImageNamed: a truncated or corrupt file, named
+            raise UserError(str(e)) from e
+        pred = result.pred_instances
+        pred = pred[pred.scores > args.score_thr].cpu()
+        name = osp.splitext(osp.relpath(path, root))[0]
+        png, js = (osp.join(args.out_dir, name + ext) for ext in ('.png', '.json'))
+        os.makedirs(osp.dirname(png), exist_ok=True)
+        with open(path, 'rb') as f:
+            img = mmcv.imfrombytes(f.read(), channel_order='rgb', **decode)
+        result.pred_instances = pred
+        visualizer.add_datasample(name, img, result, draw_gt=False, pred_score_thr=args.score_thr,
+                                  out_file=png)
+        if args.grid:
+            pictures.append(visualizer.get_image())
+        h, w = img.shape[:2]
+        detections = [dict(bbox=b, label=classes[k], label_id=k, score=s) for b, k, s in
+                      zip(pred.bboxes.tolist(), pred.labels.tolist(), pred.scores.tolist())]
+        with open(js, 'w') as f:
+            json.dump(dict(image=path, width=w, height=h, score_thr=args.score_thr,
+                           detections=detections), f)
+        print(f'{path}: {len(detections)} detections above {args.score_thr} -> {png}, {js}',
+              flush=True)
+    if args.grid:
+        os.makedirs(osp.dirname(osp.abspath(args.grid)), exist_ok=True)
+        mmcv.imwrite(tile(pictures)[..., ::-1], args.grid)
+        print(f'grid of the {len(pictures)} pictures: {args.grid}')
+
+
+if __name__ == '__main__':
+    from custom_modules.user_errors import run_tool
+    run_tool(main)
