@@ -16,5 +16,6 @@ from .hooks import (EpochSeedHook, FiniteLossHook, KeepCheckpointHook,  # noqa: 
                     OwnBestCheckpointHook)
 from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # noqa: F401,E402
                         TimeLimitHook)
+from .sync_norm import AnyDeviceSyncBN  # noqa: F401,E402
 from .transforms import LoadImageNamed  # noqa: F401,E402
 from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401,E402

@@ -19,7 +19,7 @@ LAUNCHERS = {'slurm_train.sh': 3, 'slurm_test.sh': 4, 'dist_train.sh': 2, 'dist_
 SCRIPT_ENV = ('PYTHON', 'MOCO', 'LABELED', 'UNLABELED', 'SBATCH_ARGS', 'GRES', 'GPUS',
               'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'CONFIG_DIR', 'MOCO_EPOCHS',
               'DET_EPOCHS', 'DET_ARGS', 'MOCO_ARGS', 'TEST_ARGS', 'PORT', 'NNODES', 'NODE_RANK',
-              'MASTER_ADDR', 'PRETRAIN_GPUS', 'DET_GPUS')
+              'MASTER_ADDR', 'PRETRAIN_GPUS', 'DET_GPUS', 'PRETRAIN', 'RECIPE')
 
 
 def _script(path, body):
@@ -226,3 +226,26 @@ def test_valid_moco_checkpoint_skips_pretraining(rig, data):
     calls = rig['calls']()
     assert len(calls) == 4 and f'--pretrained {moco}' in calls[0], calls
     assert all(c.startswith(f'sbatch PYTHON={venv_python} ') for c in calls), calls
+
+
+def test_densecl_and_the_ssl_recipe_submit_three_jobs(rig, data):
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, PRETRAIN='densecl', RECIPE='ssl')
+    assert r.returncode == 0, r.stdout + r.stderr
+    pre, det, test = rig['calls']()
+    densecl = 'densecl_resnet50_4xb32-coslr-200e_unlabeled224'
+    ssl = 'faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled'
+    assert f'configs/densecl/{densecl}.py --data-root {data["unlabeled"]}' in pre
+    assert '--job-name=densecl' in pre and '--dependency=afterok:1001' in det
+    assert f'configs/faster_rcnn/{ssl}.py --data-root {data["labeled"]} --pretrained ' \
+        f'work_dirs/{densecl}/keep_epoch_100.pth --amp' in det
+    assert '--dependency=afterok:1002' in test and f'--best-of work_dirs/{ssl} ' in test
+    assert [line.split(':')[0] for line in r.stdout.splitlines()] == [
+        'pretrain', 'fine-tune ssl-36e', 'test']
+
+
+@pytest.mark.parametrize('var', ['PRETRAIN', 'RECIPE'])
+def test_unknown_pretraining_or_recipe(rig, data, var):
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, **{var: 'simclr'})
+    assert_refused(rig, r, f'{var}=simclr', 'expected')

@@ -18,6 +18,7 @@ TESTS = os.path.join(REPO, 'tests')
 DET = 'faster-rcnn_r50-mocov2-pre_fpn_2xb2'
 DET_DEMO = 'faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic'
 MOCO_DEMO = 'mocov2_resnet50_1xb16-coslr-8e_synthetic96'
+SSL_DEMO = 'faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_1xb8-ms-demo-4e_synthetic'
 
 DET_WRAPPER = '''_base_ = {base!r}
 custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imports=False)
@@ -86,6 +87,9 @@ def env(tmp_path_factory, synthetic_root):
         det(f'{DET}-{stage}_labeled')
     short = det('short', 'train_cfg = dict(max_epochs=14)', base=f'{DET}-s1-23e_labeled')
     ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None  # as in the demo')
+    # the SSL recipe's BatchNorm, synchronized over gloo (custom_modules/sync_norm.py)
+    ssl = det(SSL_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None\n'
+              'model = dict(backbone=dict(init_cfg=None))')
     moco = cfg_dir / 'mocov2' / f'{MOCO_DEMO}.py'
     moco.write_text(MOCO_WRAPPER.format(
         base=os.path.join(REPO, 'configs', 'mocov2', f'{MOCO_DEMO}.py'),
@@ -100,7 +104,7 @@ def env(tmp_path_factory, synthetic_root):
     torch.save(dict(state_dict=moco_model.state_dict()), moco_ckpt)
     proc_env = dict(os.environ, PYTHON=sys.executable,
                     PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get('PYTHONPATH', '')]))
-    return dict(root=str(root), labeled=labeled, cfg_dir=str(cfg_dir), short=short, ddp=ddp,
+    return dict(root=str(root), labeled=labeled, cfg_dir=str(cfg_dir), short=short, ddp=ddp, ssl=ssl,
                 moco=str(moco), moco_ckpt=moco_ckpt, env=proc_env)
 
 
@@ -144,9 +148,10 @@ def reference_run(env):
     return probes(work)[0]
 
 
-def test_dist_train_sh_two_cpu_processes(env):
-    work = os.path.join(env['root'], 'work_dirs', 'dist')
-    r = subprocess.run([os.path.join(REPO, 'tools', 'dist_train.sh'), env['ddp'], '2',
+@pytest.mark.parametrize('recipe', ['ddp', 'ssl'])
+def test_dist_train_sh_two_cpu_processes(env, recipe):
+    work = os.path.join(env['root'], 'work_dirs', f'dist_{recipe}')
+    r = subprocess.run([os.path.join(REPO, 'tools', 'dist_train.sh'), env[recipe], '2',
                         '--work-dir', work], env=env['env'], cwd=env['root'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

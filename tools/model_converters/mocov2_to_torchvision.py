@@ -1,9 +1,11 @@
-"""Export the query encoder of an mmpretrain MoCo checkpoint as a torchvision ResNet-50 state_dict.
+"""Export the query encoder of an mmpretrain MoCo or DenseCL checkpoint as a torchvision ResNet-50
+state_dict.
 
     python tools/model_converters/mocov2_to_torchvision.py keep_epoch_100.pth resnet50_mocov2.pth
 
-IN: a checkpoint written by training a configs/mocov2 config (state_dict keys ``backbone.*``, the
-query encoder; ``neck.*``, the MLP projection; the key encoder and the queue). OUT: a plain
+IN: a checkpoint written by training a configs/mocov2 or configs/densecl config (state_dict keys
+``backbone.*``, the query encoder; ``neck.*``, the projection heads; the key encoder and the
+queues). OUT: a plain
 state_dict for ``torchvision.models.resnet50()``: every key but ``fc.*``, which MoCo has no
 counterpart for, so load it with ``strict=False`` (or into a model without ``fc``). mmpretrain's
 ResNet names its layers as torchvision does (conv1, bn1, layerN.M.conv1..3/bn1..3,
@@ -22,16 +24,16 @@ from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file  # 
 
 def load_moco_backbone(path: str) -> dict:
     """The query encoder's tensors, ``backbone.`` removed; refuses anything but an mmpretrain
-    MoCo checkpoint, saying what the file is."""
+    MoCo or DenseCL checkpoint, saying what the file is."""
     state = load_state_dict_file(path)
     kind = checkpoint_kind(state)
-    if kind != 'mmpretrain-moco':
+    if kind not in ('mmpretrain-moco', 'mmpretrain-densecl'):
         what = {
             'fb-moco': ('a facebookresearch/moco checkpoint: its query encoder already is a '
                         'torchvision ResNet-50 under module.encoder_q. (drop that prefix and fc.*)'),
             'mmdet': 'an mmdet detector checkpoint, not a MoCo one',
             'torchvision-detector': 'a torchvision Faster R-CNN checkpoint, not a MoCo one',
-        }.get(kind, f'not an mmpretrain MoCo checkpoint (first keys: {list(state)[:3]})')
+        }.get(kind, f'not an mmpretrain MoCo or DenseCL checkpoint (first keys: {list(state)[:3]})')
         raise ValueError(f'{path} is {what}.')
     return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
 
@@ -48,7 +50,7 @@ def export(state: dict) -> tuple[list[str], list[str]]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('src', help='mmpretrain MoCo checkpoint, e.g. keep_epoch_100.pth')
+    p.add_argument('src', help='mmpretrain MoCo or DenseCL checkpoint, e.g. keep_epoch_100.pth')
     p.add_argument('dst', help='torchvision ResNet-50 state_dict to write')
     args = p.parse_args(argv)
     try:

@@ -9,6 +9,10 @@
 # train.py / test.py args, e.g. "--cfg-options ..."), CONFIG_DIR (default: this repo's configs/).
 # MOCO_EPOCHS="STOP TOTAL" (default "100 200") and DET_EPOCHS="S1 S2 S3" (default "23 27 37": the
 # epochs where s1, s2, s3 end) shorten the schedules, e.g. for a rehearsal on a new cluster.
+# PRETRAIN=densecl pretrains with DenseCL instead of MoCo v2 (same data, schedule and batch).
+# RECIPE=ssl fine-tunes with the recipe for self-supervised backbones (SyncBN, 4conv1fc head,
+# multi-scale, 8 images per GPU with --amp: configs/faster_rcnn/*syncbn-4conv1fc_2xb8-ms-36e*) as
+# one job instead of the seed's s1 -> s2 -> s3; DET_EPOCHS does not apply to it.
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
 # its files, a PNG in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
@@ -88,7 +92,15 @@ DET_GPUS=${DET_GPUS:-2}
 SBATCH_ARGS=${SBATCH_ARGS:-}
 read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
 read -r E1 E2 E3 <<<"${DET_EPOCHS:-23 27 37}"
-MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py
+case ${PRETRAIN:-mocov2} in
+    mocov2) MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
+    densecl) MOCO_CFG=$CONFIG_DIR/densecl/densecl_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
+    *) die "PRETRAIN=$PRETRAIN: expected mocov2 or densecl" ;;
+esac
+case ${RECIPE:-seed} in
+    seed | ssl) ;;
+    *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning) or ssl" ;;
+esac
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
 det_dir() { echo "work_dirs/$(basename "${DET}-$1_labeled")"; }
 mkdir -p work_dirs/slurm
@@ -100,13 +112,27 @@ submit() { sbatch --parsable --output='work_dirs/slurm/%x-%j.out' $SBATCH_ARGS "
 dep=()
 if [[ -z "${MOCO:-}" ]]; then
     # shellcheck disable=SC2086
-    moco_job=$(submit --job-name=mocov2 --ntasks-per-node="$PRETRAIN_GPUS" "$(gres "$PRETRAIN_GPUS")" \
+    moco_job=$(submit --job-name="${PRETRAIN:-mocov2}" --ntasks-per-node="$PRETRAIN_GPUS" "$(gres "$PRETRAIN_GPUS")" \
         "$REPO/tools/slurm/train.sbatch" "$MOCO_CFG" --data-root "$UNLABELED" \
         --cfg-options "train_cfg.max_epochs=$MOCO_STOP" "param_scheduler.0.T_max=$MOCO_TOTAL" \
         "param_scheduler.0.end=$MOCO_TOTAL" ${MOCO_ARGS:-})
     echo "pretrain: job $moco_job"
     dep=(--dependency="afterok:$moco_job")
     MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_$MOCO_STOP.pth
+fi
+if [[ ${RECIPE:-seed} == ssl ]]; then
+    SSL_CFG=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py
+    # shellcheck disable=SC2086
+    job=$(submit --job-name=det-ssl --ntasks-per-node="$DET_GPUS" "$(gres "$DET_GPUS")" "${dep[@]}" \
+        "$REPO/tools/slurm/train.sbatch" "$SSL_CFG" --data-root "$LABELED" --pretrained "$MOCO" \
+        --amp ${DET_ARGS:-})
+    echo "fine-tune ssl-36e: job $job"
+    # shellcheck disable=SC2086
+    job=$(submit --job-name=det-test "$(gres 1)" --dependency="afterok:$job" \
+        "$REPO/tools/slurm/test.sbatch" "$SSL_CFG" --best-of "work_dirs/$(basename "$SSL_CFG" .py)" \
+        --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
+    echo "test: job $job (summary in work_dirs/slurm/det-test-$job.out)"
+    exit 0
 fi
 prev=("${dep[@]}")
 stage_end=([1]=$E1 [2]=$E2 [3]=$E3)

@@ -1,0 +1,59 @@
+# CPU demo scale of the SSL fine-tuning recipe, on the budget of the seed recipe's demo
+# (faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py: 4 epochs of the generated
+# training set, the same image sizes, proposals and sampled RoIs), for tools/compare_recipes.py.
+_base_ = './faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py'
+
+data_root = 'data/synthetic/labeled'
+batch_size = 8
+lr = 0.01  # the seed demo's 0.005 at 4 images, scaled linearly
+max_epochs = 4
+lr_steps = [3]
+warmup_iters = 25  # the seed demo's 50 steps of 4 images, as steps of 8
+img_scale = (256, 192)  # the seed demo's test size; training samples shorter sides 154-192
+train_scales = [(256, 154), (256, 192)]
+num_workers = 2
+
+model = dict(
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=600, max_per_img=300),
+        rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+
+load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=num_workers,
+    dataset=dict(data_root=data_root, pipeline=[
+        load_image,
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='RandomResize', scale=train_scales, keep_ratio=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs'),
+    ]))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=num_workers,
+    dataset=dict(data_root=data_root, pipeline=[
+        load_image,
+        dict(type='Resize', scale=img_scale, keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                              'scale_factor', 'instances')),
+    ]))
+test_dataloader = val_dataloader
+
+# as the seed demo: a backbone from a 2-minute pretraining gives large activations at first
+optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=35, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
+         gamma=0.1),
+]
+train_cfg = dict(max_epochs=max_epochs)
+# no validation inside training: tools/compare_recipes.py evaluates with tools/test.py
+val_dataloader = val_evaluator = val_cfg = None
+auto_scale_lr = dict(enable=False)
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(interval=max_epochs, save_best=None))
+randomness = dict(seed=0)
