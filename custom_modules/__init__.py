@@ -19,3 +19,5 @@ from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # 
 from .sync_norm import AnyDeviceSyncBN  # noqa: F401,E402
 from .transforms import LoadImageNamed  # noqa: F401,E402
 from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401,E402
+from .vitdet import (SimpleFeaturePyramid, ViTLayerDecayOptimWrapperConstructor,  # noqa: F401,E402
+                     WindowedViT)

@@ -25,12 +25,16 @@ def load_state_dict_file(path: str) -> dict:
 def checkpoint_kind(state: dict) -> str:
     """What wrote a state_dict, from its key prefixes (DDP's 'module.' ignored):
 
-    'mmdet'                 an mmdet detector (rpn_head.* / roi_head.*)
+    'mmdet'                 an mmdet detector (rpn_head.* / roi_head.*), whatever its backbone:
+                            a ResNet (backbone.layer1.*) or a ViT (backbone.patch_embed.*,
+                            backbone.layers.N.*, e.g. the configs/vitdet models)
     'torchvision-detector'  a torchvision Faster R-CNN (roi_heads.*, backbone.body.*)
     'fb-moco'               facebookresearch/moco (encoder_q.*, encoder_k.*, queue)
     'mmpretrain-densecl'    mmpretrain DenseCL (backbone.*, neck.*, encoder_k.*, queue, queue2)
     'mmpretrain-moco'       mmpretrain MoCo (backbone.*, neck.*, encoder_k.* or
                             momentum_encoder.*, queue)
+    'mmpretrain-mae'        mmpretrain MAE (backbone.*: the ViT encoder; neck.*: the decoder
+                            with neck.mask_token, neck.decoder_*)
     'backbone'              backbone.* without any of those (e.g. an mmpretrain classifier)
     'torchvision-resnet'    a torchvision ResNet state_dict (conv1.*, bn1.*, layer1.*, ...; fc.*
                             or not), e.g. tools/model_converters/mocov2_to_torchvision.py's output
@@ -51,6 +55,8 @@ def checkpoint_kind(state: dict) -> str:
     if has('backbone.'):
         if 'queue2' in keys or has('neck.mlp2.'):  # DenseCL's dense (per-location) branch
             return 'mmpretrain-densecl'
+        if 'neck.mask_token' in keys or has('neck.decoder_'):  # MAE's pixel decoder
+            return 'mmpretrain-mae'
         return ('mmpretrain-moco' if has('encoder_k.', 'momentum_encoder.') or 'queue' in keys
                 else 'backbone')
     if 'conv1.weight' in keys and has('bn1.') and has('layer1.'):
@@ -64,6 +70,7 @@ KIND_NAMES = {
     'fb-moco': 'facebookresearch/moco checkpoint',
     'mmpretrain-densecl': 'mmpretrain DenseCL checkpoint',
     'mmpretrain-moco': 'mmpretrain MoCo checkpoint',
+    'mmpretrain-mae': 'mmpretrain MAE checkpoint',
     'backbone': 'backbone.* checkpoint',
     'torchvision-resnet': 'torchvision ResNet state_dict',
     'unknown': 'unrecognized checkpoint',
@@ -71,11 +78,12 @@ KIND_NAMES = {
 
 DETECTOR_KINDS = ('mmdet', 'torchvision-detector')
 
-# where the ResNet backbone sits in each kind of file, DDP's 'module.' aside ('' = the whole
+# where the backbone sits in each kind of file, DDP's 'module.' aside ('' = the whole
 # state_dict is the ResNet)
 _BACKBONE_PREFIX = {
     'mmpretrain-moco': 'backbone.',     # the query encoder; encoder_k.module.0.* is the key one
     'mmpretrain-densecl': 'backbone.',
+    'mmpretrain-mae': 'backbone.',      # the ViT encoder; neck.* is the pixel decoder
     'backbone': 'backbone.',
     'fb-moco': 'encoder_q.',            # torchvision names; encoder_q.fc.* is the MLP head
     'torchvision-resnet': '',
@@ -85,8 +93,8 @@ _BACKBONE_PREFIX = {
 
 
 def backbone_prefix(kind: str, state: dict | None = None) -> str | None:
-    """The ``init_cfg=dict(type='Pretrained', prefix=...)`` that selects the ResNet backbone of
-    a file of this kind: 'backbone.' (mmpretrain MoCo / DenseCL, backbone.* files, mmdet
+    """The ``init_cfg=dict(type='Pretrained', prefix=...)`` that selects the backbone of a
+    file of this kind: 'backbone.' (mmpretrain MoCo / DenseCL / MAE, backbone.* files, mmdet
     detectors), 'module.encoder_q.' (facebookresearch/moco), 'backbone.body.' (torchvision
     detectors), None for a torchvision ResNet (mmengine then loads the whole state_dict into
     the backbone with strict=False, stripping a leading 'module.'; fc.* are unexpected keys,
@@ -106,6 +114,25 @@ def backbone_prefix(kind: str, state: dict | None = None) -> str | None:
     return prefix or None
 
 
+# ViTDet's relative-position tables (WindowedViT): a plain ViT's file (MAE's) has none; they
+# start at zero
+OPTIONAL_BACKBONE_TENSORS = ('.rel_pos_h', '.rel_pos_w')
+
+
+def backbone_tensor_fits(name: str, file_shape: tuple, model_shape: tuple) -> bool:
+    """Whether a backbone tensor of ``file_shape`` initializes the model's tensor ``name`` of
+    ``model_shape``: the same shape, or a position embedding of the same width that the model
+    interpolates to its patch grid when loading: a plain ViT's (1, 1 + H*W, C), e.g. MAE's at
+    224 px, into mmpretrain's VisionTransformer (1, 1 + H'*W', C) or WindowedViT (1, H', W', C);
+    a (1, H, W, C) grid into WindowedViT."""
+    if tuple(file_shape) == tuple(model_shape):
+        return True
+    return (name == 'pos_embed' and file_shape[0] == model_shape[0] == 1
+            and file_shape[-1] == model_shape[-1]
+            and (len(file_shape) == 3 and len(model_shape) in (3, 4)
+                 or len(file_shape) == len(model_shape) == 4))
+
+
 def check_detector_checkpoint(path: str) -> None:
     """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
     with it."""
@@ -121,6 +148,10 @@ def check_detector_checkpoint(path: str) -> None:
             'configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py.')
     if kind == 'fb-moco':
         what = 'a facebookresearch/moco backbone checkpoint (keys module.encoder_q.*)'
+    elif kind == 'mmpretrain-mae':
+        what = ('an MAE pretraining checkpoint (backbone.*: a ViT encoder, neck.*: its pixel '
+                'decoder; no rpn_head.* / roi_head.*), the --pretrained file of the '
+                'configs/vitdet/ fine-tuning')
     elif kind in ('mmpretrain-moco', 'mmpretrain-densecl', 'backbone'):
         what = ('a backbone-only checkpoint (e.g. MoCo pretraining: backbone.*, neck.*, no '
                 'rpn_head.* / roi_head.*)')

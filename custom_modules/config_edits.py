@@ -11,8 +11,9 @@ from mmengine.config import Config
 
 from custom_modules.user_errors import UserError
 
-from custom_modules.checkpoints import (DETECTOR_KINDS, KIND_NAMES, backbone_prefix,
-                                        checkpoint_kind, load_state_dict_file)
+from custom_modules.checkpoints import (DETECTOR_KINDS, KIND_NAMES, OPTIONAL_BACKBONE_TENSORS,
+                                        backbone_prefix, backbone_tensor_fits, checkpoint_kind,
+                                        load_state_dict_file)
 
 
 def default_work_dir(config_path: str) -> str:
@@ -57,7 +58,7 @@ def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False)
     if kind == 'unknown':
         raise UserError(
             f'--pretrained {path}: not a backbone checkpoint of a known layout (first keys: '
-            f'{list(state)[:3]}). It takes an mmpretrain MoCo/DenseCL checkpoint (backbone.*), '
+            f'{list(state)[:3]}). It takes an mmpretrain MoCo/DenseCL/MAE checkpoint (backbone.*), '
             'a facebookresearch/moco checkpoint (module.encoder_q.*), a torchvision ResNet-50 '
             'state_dict (conv1.*, layer1-4.*; e.g. from mocov2_to_torchvision.py), or with '
             '--backbone-from-detector a detector checkpoint. For another layout give '
@@ -79,11 +80,13 @@ def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False)
     else:
         found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     where = f'{prefix}*' if prefix else 'the whole state_dict'
-    backbone_type = f"{cfg.model.backbone.get('type')}-{cfg.model.backbone.get('depth', '?')}"
-    required = [k for k in expected if not k.endswith('num_batches_tracked')]
+    backbone = cfg.model.backbone
+    backbone_type = f"{backbone.get('type')}-{backbone.get('depth', backbone.get('arch', '?'))}"
+    required = [k for k in expected
+                if not k.endswith(('num_batches_tracked',) + OPTIONAL_BACKBONE_TENSORS)]
     missing = [k for k in required if k not in found]
-    other_shape = [k for k in required if k in found
-                   and tuple(getattr(found[k], 'shape', ())) != expected[k]]
+    other_shape = [k for k in required if k in found and not backbone_tensor_fits(
+        k, tuple(getattr(found[k], 'shape', ())), expected[k])]
     if missing or other_shape:
         problems = []
         if missing:
@@ -113,10 +116,16 @@ def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False)
     text = f'--pretrained {path}: {name}, backbone from {where} ({len(loaded)} tensors'
     if notes:
         text += '; not used: ' + ', '.join(notes)
-    absent = len(expected) - len(loaded)
+    resized = [k for k in loaded if tuple(found[k].shape) != expected[k]]
+    for k in resized:
+        text += f'; {k} {tuple(found[k].shape)} interpolated to {expected[k]}'
+    absent = len([k for k in expected if k not in found and k.endswith('num_batches_tracked')])
     if absent:
         text += (f'; {absent} BatchNorm num_batches_tracked counters absent, left at 0 '
                  '(unused: BatchNorm has a momentum)')
+    absent = len([k for k in expected if k not in found and k.endswith(OPTIONAL_BACKBONE_TENSORS)])
+    if absent:
+        text += f'; {absent} relative-position tables absent, start at zero'
     return text + ')'
 
 
@@ -184,6 +193,7 @@ def check_pretrained(cfg: Config) -> None:
     path = init_cfg.get('checkpoint') or ''
     if '://' not in path and not osp.isfile(path):
         raise UserError(
-            f'backbone checkpoint {path!r} does not exist. Give the MoCo checkpoint with '
+            f'backbone checkpoint {path!r} does not exist. Give the pretraining checkpoint (MoCo, '
+            'MAE, ...) with '
             '`tools/train.py CONFIG --pretrained PATH` (or --cfg-options '
             'model.backbone.init_cfg.checkpoint=PATH).')

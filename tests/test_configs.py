@@ -31,7 +31,10 @@ def test_config_builds(path, synthetic_root):
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         init_default_scope(cfg.default_scope)
         model = MODELS.build(cfg.model)  # no init_weights(): nothing is downloaded or loaded
-        assert sum(p.numel() for p in model.backbone.parameters()) > 23e6  # a ResNet-50
+        # the real recipes' backbones; the ViT demos use a ViT-Tiny (5.5 M) to fit CPU minutes
+        size = sum(p.numel() for p in model.backbone.parameters())
+        smallest = 5e6 if 'vit-tiny' in os.path.basename(path) else 23e6  # ResNet-50: 23.5 M
+        assert size > smallest, size
         for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
             if cfg.get(name):
                 ds = DATASETS.build(cfg[name].dataset)

@@ -295,3 +295,168 @@ def test_det_auto_scale_lr(det_cfgs, gpus, per_gpu, expected):
 def test_moco_auto_scale_lr(moco_cfg, gpus, per_gpu, expected):
     assert runner_lr(moco_cfg, gpus, per_gpu) == pytest.approx(expected, rel=1e-12)
 
+
+
+# ================================================================ the peer's recipe: MAE ViT-B
+# pretraining and the ViT Faster R-CNN (configs/mae, configs/vitdet), pinned to what the peer's
+# scripts ran (/work/shared/reference/peer-recipe.md; hmdliu/DL-SP22-Team2 main_pretrain.py,
+# main_finetune.py, configs/ft_*.yaml, utils.get_params, transforms.Jitter). Behaviour (layer
+# decay groups, frozen stage, MAE -> ViT loading) is tested in tests/test_mae_vitdet.py.
+
+MAE = os.path.join(REPO, 'configs/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py')
+VITDET = {s: os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2-'
+                          f'{s}_labeled512.py')
+          for s in ('layerdecay-20e', 's1-frozen-20e', 's2-20e', 's3-20e', 's4-20e')}
+VITDET_WORK_DIR = 'work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-{}_labeled512/epoch_20.pth'
+
+
+def scheduled_lrs(cfg, schedulers, epochs, epoch_length=1):
+    """The LR at the start of each epoch from the config's schedulers on its optimizer (plain
+    parameter groups: the layer-decay constructor needs a detector)."""
+    init_default_scope(cfg.default_scope)
+    wrapper = build_optim_wrapper(nn.Linear(1, 1), dict(type='OptimWrapper',
+                                                        optimizer=cfg.optim_wrapper.optimizer))
+    built = []
+    for s in schedulers:
+        args = {k: v for k, v in s.items() if k not in ('type', 'convert_to_iter_based')}
+        if s.get('convert_to_iter_based'):
+            built.append(PARAM_SCHEDULERS.get(s.type).build_iter_from_epoch(
+                wrapper, epoch_length=epoch_length, **args))
+        else:
+            built.append(PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper)))
+    lrs = []
+    for i in range(epochs * epoch_length):
+        if i % epoch_length == 0:
+            lrs.append(wrapper.optimizer.param_groups[0]['lr'])
+        wrapper.step()
+        for s in built:
+            if not s.by_epoch or (i + 1) % epoch_length == 0:
+                s.step()
+    return lrs
+
+
+@pytest.fixture(scope='module')
+def mae_cfg():
+    import custom_modules.datasets.unlabeled  # noqa: F401  (the MAE config's custom_imports)
+    return Config.fromfile(MAE)
+
+
+@pytest.fixture(scope='module')
+def vitdet_cfgs():
+    return {s: Config.fromfile(p) for s, p in VITDET.items()}
+
+
+def test_mae_model_recipe(mae_cfg):
+    m = mae_cfg.model
+    assert m.type == 'MAE'
+    assert (m.backbone.type, m.backbone.arch, m.backbone.patch_size) == ('MAEViT', 'b', 16)
+    assert m.backbone.get('img_size', 224) == 224 and m.backbone.mask_ratio == 0.75
+    assert (m.neck.decoder_embed_dim, m.neck.decoder_depth, m.neck.decoder_num_heads) == (
+        512, 8, 16)
+    assert m.head.norm_pix is False  # the peer never set --norm_pix_loss
+    assert mae_cfg.data_preprocessor.mean == [123.675, 116.28, 103.53]
+    assert mae_cfg.data_preprocessor.std == [58.395, 57.12, 57.375]
+    crop = mae_cfg.train_dataloader.dataset.pipeline[1]
+    assert (crop.type, crop.scale, crop.crop_ratio_range, crop.interpolation) == (
+        'RandomResizedCrop', 224, (0.2, 1.0), 'bicubic')
+    assert mae_cfg.train_dataloader.dataset.pipeline[2] == dict(type='RandomFlip', prob=0.5)
+
+
+def test_mae_optimizer_and_schedule(mae_cfg):
+    """4 GPUs x 64, 2 iterations accumulated (512 per update), lr 1.5e-4 x 512 / 256, AdamW
+    (0.9, 0.95), weight decay 0.05 except 1-D tensors, AMP; 20 warm-up epochs, then a half
+    cosine to 1e-8 at epoch 200, stopped after epoch 80."""
+    import math
+    c = mae_cfg
+    assert c.optim_wrapper.type == 'AmpOptimWrapper' and c.optim_wrapper.loss_scale == 'dynamic'
+    assert c.optim_wrapper.accumulative_counts == 2
+    assert c.optim_wrapper.optimizer == dict(type='AdamW', lr=3e-4, betas=(0.9, 0.95),
+                                             weight_decay=0.05)
+    assert c.optim_wrapper.paramwise_cfg == dict(flat_decay_mult=0.)
+    assert c.train_dataloader.batch_size == 64
+    assert c.train_dataloader.batch_sampler.drop_last is True
+    assert c.auto_scale_lr == dict(enable=True, base_batch_size=256)
+    assert c.train_cfg.max_epochs == 80
+    # per iteration as in a run (convert_to_iter_based), here with 100 iterations per epoch
+    lrs = scheduled_lrs(c, c.param_scheduler, 200, epoch_length=100)
+    # the peer's linear warm-up, lr * epoch / 20 (mmengine's reaches the full LR one step early)
+    assert lrs[0] < 1e-7 and lrs[10] == pytest.approx(3e-4 * 10 / 20, rel=1e-3)
+    assert lrs[20] == pytest.approx(3e-4, rel=1e-9)
+    # the peer's half cosine: 1e-8 + (3e-4 - 1e-8) * (1 + cos(pi (e - 20) / 180)) / 2
+    for e in (50, 80, 199):
+        expected = 1e-8 + (3e-4 - 1e-8) * (1 + math.cos(math.pi * (e - 20) / 180)) / 2
+        assert lrs[e] == pytest.approx(expected, rel=1e-9), e
+
+
+@pytest.mark.parametrize('stage', list(VITDET))
+def test_vitdet_model_and_pipeline(vitdet_cfgs, stage):
+    c = vitdet_cfgs[stage]
+    b = c.model.backbone
+    assert (b.type, b.arch, b.img_size, b.patch_size) == ('mmpretrain.VisionTransformer', 'b',
+                                                          512, 16)
+    assert b.drop_path_rate == 0.1 and b.out_type == 'featmap'
+    assert b.get('with_cls_token', True) and b.get('final_norm', True)  # timm's ViT, as the peer
+    assert b.get('frozen_stages', -1) == (12 if stage.startswith('s1') else -1)
+    pyramid, fpn = c.model.neck
+    assert pyramid == dict(type='SimpleFeaturePyramid', in_channels=768)
+    assert fpn == dict(type='FPN', in_channels=[768] * 4, out_channels=256, num_outs=5,
+                       norm_cfg=dict(type='mmpretrain.LN2d', eps=1e-6))
+    anchors = c.model.rpn_head.anchor_generator  # sizes 32-512, one per level
+    assert (anchors.scales, anchors.ratios, anchors.strides) == ([8], [0.5, 1.0, 2.0],
+                                                                  [4, 8, 16, 32, 64])
+    roi = c.model.roi_head
+    roi_layer = roi.bbox_roi_extractor.roi_layer
+    assert (roi_layer.output_size, roi_layer.sampling_ratio, roi.bbox_head.roi_feat_size) == (
+        8, 2, 8)
+    assert roi.bbox_head.num_classes == 100
+    assert c.model.data_preprocessor.mean == [123.675, 116.28, 103.53]  # ImageNet, RGB
+    assert c.model.data_preprocessor.std == [58.395, 57.12, 57.375]
+    assert c.model.data_preprocessor.bgr_to_rgb is True
+    train = [t.type for t in c.train_dataloader.dataset.pipeline]
+    jitter = [] if stage.startswith('s1') else ['mmpretrain.ColorJitter']
+    assert train == ['LoadImageNamed', 'LoadAnnotations', *jitter, 'Resize', 'RandomFlip',
+                     'PackDetInputs']
+    steps = {t.type: t for t in c.train_dataloader.dataset.pipeline}
+    if jitter:  # ColorJitter(brightness=[0.1, 2], contrast=[0.1, 2], saturation=[0.1, 2], hue=0.1)
+        cj = steps['mmpretrain.ColorJitter']
+        assert (cj.brightness, cj.contrast, cj.saturation, cj.hue) == (
+            (0.1, 2.0), (0.1, 2.0), (0.1, 2.0), (-0.1, 0.1))
+    assert steps['Resize'].scale == (512, 512) and steps['Resize'].keep_ratio is False
+    assert steps['RandomFlip'].prob == 0.5
+    test = {t.type: t for t in c.val_dataloader.dataset.pipeline}
+    assert test['Resize'].scale == (512, 512) and test['Resize'].keep_ratio is False
+
+
+@pytest.mark.parametrize('stage', list(VITDET))
+def test_vitdet_optimizer_and_schedule(vitdet_cfgs, stage):
+    """AdamW lr 1e-4 (torch's weight decay 0.01), batch 2, warm-up from 0.067 over 8000
+    iterations in every stage, StepLR x0.1 every 6 epochs (stage 1) or 10 (stages 2-4), 20
+    epochs; layer decay 0.7 with no decay on norms and biases in the whole-model stages."""
+    c = vitdet_cfgs[stage]
+    assert c.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=0.01)
+    assert c.optim_wrapper.constructor == 'ViTLayerDecayOptimWrapperConstructor'
+    p = c.optim_wrapper.paramwise_cfg
+    assert p.layer_decay_rate == 0.7
+    frozen = stage.startswith('s1')
+    assert (p.norm_decay_mult, p.bias_decay_mult) == ((1., 1.) if frozen else (0., 0.))
+    assert c.train_dataloader.batch_size == 2
+    assert c.auto_scale_lr == dict(enable=True, base_batch_size=2)
+    assert c.train_cfg.max_epochs == 20
+    assert c.param_scheduler[0] == dict(type='LinearLR', start_factor=0.067, by_epoch=False,
+                                        begin=0, end=8000)
+    lrs = scheduled_lrs(c, c.param_scheduler[1:], 20)
+    expected = ([1e-4] * 6 + [1e-5] * 6 + [1e-6] * 6 + [1e-7] * 2 if frozen
+                else [1e-4] * 10 + [1e-5] * 10)
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+def test_vitdet_stages_chain(vitdet_cfgs):
+    """Each stage starts a fresh optimizer and schedule from the previous stage's weights."""
+    s1 = vitdet_cfgs['s1-frozen-20e']
+    assert s1.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=s1.pretrained,
+                                              prefix='backbone.')
+    assert s1.get('load_from') is None and not s1.get('resume', False)
+    for stage, prev in (('s2-20e', 's1-frozen-20e'), ('s3-20e', 's2-20e'), ('s4-20e', 's3-20e')):
+        c = vitdet_cfgs[stage]
+        assert c.load_from == VITDET_WORK_DIR.format(prev), stage
+        assert not c.get('resume', False) and c.model.backbone.init_cfg is None
