@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 PY := .venv/bin/python
 
-.PHONY: setup test demo
+.PHONY: setup test demo compare
 setup:
 	bash tools/install/setup_env.sh
 
@@ -13,3 +13,7 @@ test: setup
 # the whole pipeline at CPU scale on generated data; DATA=DIR for a real dataset folder
 demo: setup
 	bash tools/demo.sh
+
+# every pretraining x fine-tuning recipe on one CPU budget, on the demo's generated data
+compare: setup
+	$(PY) tools/compare_recipes.py

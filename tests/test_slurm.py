@@ -158,6 +158,7 @@ def test_dist_train_sh_two_cpu_processes(env, recipe):
     assert_two_ranks_in_step(work)
 
 
+@pytest.mark.slurm
 @pytest.mark.parametrize('which', ['det', 'moco'])
 def test_slurm_train_sh_two_ranks(env, slurm, which):
     work = os.path.join(env['root'], 'work_dirs', f'srun_{which}')
@@ -197,6 +198,7 @@ def _wait_for(done, proc_alive, timeout=300, log=None):
     raise TimeoutError(done.__name__)
 
 
+@pytest.mark.slurm
 def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run):
     work = os.path.join(env['root'], 'work_dirs', 'requeue')
     e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},

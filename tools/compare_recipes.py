@@ -1,0 +1,124 @@
+"""The recipe comparison at CPU demo scale, on generated data: every pretraining x every
+fine-tuning recipe on one budget, each cell trained with tools/train.py and evaluated with
+tools/test.py, the table written to OUT/results.md.
+
+    python tools/compare_recipes.py [--out work_dirs/compare] [--data data/synthetic]
+
+A rerun skips the trainings that finished (an interrupted one resumes). The budget: each
+pretraining 8 epochs of the 256 unlabeled images at 96 px, batch 16; each fine-tuning 4 epochs
+of the 160 training images (640 images seen), evaluated on the 64 validation images.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PRETRAIN = {  # name -> demo config of that pretraining, all on the same data, epochs and batch
+    'MoCo v2': 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py',
+    'DenseCL': 'configs/densecl/densecl_resnet50_1xb16-coslr-8e_synthetic96.py',
+    'MAE': 'configs/mae/mae_vit-tiny-p16_1xb16-coslr-8e_synthetic96.py',
+}
+# (fine-tuning recipe, its demo config, the pretrainings it starts from; None: random backbone)
+RECIPES = [
+    ('seed (R50, frozen BN, 2fc head, one scale)',
+     'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py',
+     ('MoCo v2', 'DenseCL', None)),
+    ('SSL (R50, SyncBN, 4conv1fc head, multi-scale)',
+     'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_1xb8-ms-demo-4e_synthetic.py',
+     ('MoCo v2', 'DenseCL', None)),
+    ('ViTDet-style (ViT, simple pyramid, layer decay)',
+     'configs/vitdet/faster-rcnn_vit-tiny-mae-pre_sfp_1xb4-demo-4e_synthetic.py',
+     ('MAE', None)),
+]
+CELLS = [(recipe, cfg, init) for recipe, cfg, inits in RECIPES for init in inits]
+RANDOM_INIT = ['--cfg-options', 'model.backbone.init_cfg=None']
+AP_LINE = re.compile(r'^ Average Precision +\(AP\) @\[ IoU=(0\.50:0\.95|0\.50) +\| area= +all '
+                     r'\| maxDets=100 \] = (-?[0-9.]+)')
+
+
+def slug(text: str) -> str:
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')
+
+
+def run(cmd: list, log: str) -> float:
+    """Run a tool with its output in ``log``; minutes taken. Stops the comparison on a failure,
+    with the log's end."""
+    t = time.time()
+    with open(log, 'w') as f:
+        r = subprocess.run([sys.executable, *cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit(f'error: {" ".join(cmd)} failed (exit {r.returncode}); its log {log} ends:\n'
+                 + ''.join(open(log).readlines()[-15:]))
+    return (time.time() - t) / 60
+
+
+def train(cmd: list, work_dir: str) -> float:
+    """tools/train.py once per work folder: a rerun reads the minutes the finished run took."""
+    done = osp.join(work_dir, 'train_minutes')
+    if not osp.exists(done):
+        minutes = run(['tools/train.py', *cmd, '--work-dir', work_dir, '--resume'],
+                      osp.join(work_dir, 'train.log'))
+        open(done, 'w').write(f'{minutes:.2f}\n')
+    return float(open(done).read())
+
+
+def last_checkpoint(work_dir: str) -> str:
+    return open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--out', default='work_dirs/compare')
+    p.add_argument('--data', default='data/synthetic',
+                   help='holds unlabeled/ and labeled/; generated as make demo does if missing')
+    args = p.parse_args(argv)
+    out, data = osp.abspath(args.out), osp.abspath(args.data)
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+    if not osp.isdir(osp.join(data, 'labeled')):
+        run(['tools/make_synthetic_data.py', '--out', data, '--num-unlabeled', '256',
+             '--num-train', '160', '--num-val', '64'], osp.join(out, 'make_data.log'))
+
+    pretrained, minutes = {}, {}
+    for name, cfg in PRETRAIN.items():
+        work = osp.join(out, 'pretrain', slug(name))
+        os.makedirs(work, exist_ok=True)
+        print(f'pretraining {name} ({cfg})', flush=True)
+        minutes[name] = train([cfg, '--data-root', osp.join(data, 'unlabeled')], work)
+        pretrained[name] = last_checkpoint(work)
+
+    rows = []
+    for recipe, cfg, init in CELLS:
+        work = osp.join(out, slug(f'{recipe.split()[0]} {init or "random"}'))
+        os.makedirs(work, exist_ok=True)
+        print(f'fine-tuning: {recipe} from {init or "a random backbone"}', flush=True)
+        init_args = ['--pretrained', pretrained[init]] if init else RANDOM_INIT
+        ft = train([cfg, '--data-root', osp.join(data, 'labeled'), *init_args], work)
+        test_log = osp.join(work, 'test.log')
+        run(['tools/test.py', cfg, last_checkpoint(work), '--data-root',
+             osp.join(data, 'labeled'), '--split', 'validation', '--work-dir',
+             osp.join(work, 'test')], test_log)
+        ap = dict(m.groups() for m in map(AP_LINE.match, open(test_log)) if m)
+        if len(ap) != 2:
+            sys.exit(f'error: no AP summary in {test_log}')
+        rows.append((recipe, init or 'random init', ap['0.50:0.95'], ap['0.50'],
+                     minutes.get(init, 0), ft))
+
+    lines = [f'Recipe comparison at CPU demo scale (tools/compare_recipes.py), {time.strftime("%F")}'
+             f', {os.cpu_count()} CPU cores, data {args.data}; minutes of each training as it ran, '
+             f'this invocation {(time.time() - t0) / 60:.0f} min', '',
+             '| fine-tuning recipe | pretraining | AP | AP50 | pretraining min | fine-tuning min |',
+             '|---|---|---|---|---|---|']
+    lines += [f'| {r} | {i} | {ap} | {ap50} | {pm:.1f} | {fm:.1f} |'
+              for r, i, ap, ap50, pm, fm in rows]
+    text = '\n'.join(lines) + '\n'
+    open(osp.join(out, 'results.md'), 'w').write(text)
+    print(text + f'(also in {osp.join(out, "results.md")}; logs and checkpoints in {out}/)')
+
+
+if __name__ == '__main__':
+    main()
