@@ -1,9 +1,12 @@
 """Crash-safe checkpoint files.
 
-mmengine writes checkpoints with ``open(path, 'wb').write(...)``: a job killed during the
-write (preemption, time limit, kill -9) leaves a truncated ``epoch_N.pth`` behind. Replacing the
-``local`` file backend makes every local ``put`` write a temporary file in the same folder,
-fsync it and rename it over the target, so a checkpoint file is either complete or absent.
+mmengine's local file backend writes checkpoints with ``open(path, 'wb').write(...)``: a job
+killed during the write (preemption, time limit, kill -9) leaves a truncated ``epoch_N.pth``
+behind. The ``atomic_local`` backend registered here writes a temporary file in the same folder,
+fsyncs it and renames it over the target, so a checkpoint file is either complete or absent.
+The training configs choose it for their checkpoints (``default_hooks.checkpoint.backend_args``,
+which our hooks that save follow too: custom_modules/hooks.py); mmengine's ``local`` backend, the
+one every other write goes through, is left as it is.
 """
 import os
 import tempfile
@@ -41,4 +44,4 @@ class AtomicLocalBackend(LocalBackend):
         self.put(obj.encode(encoding), filepath)
 
 
-register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+register_backend('atomic_local', AtomicLocalBackend)

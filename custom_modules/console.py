@@ -8,7 +8,7 @@ turns it back on, all but the import-time debug line below.
 
 Silenced, with the reason it needs no action:
 
-stdout of imports (``quiet_imports``)
+stdout of imports (``quiet_imports``, which each tool calls first)
   - ``Could not import OneDL. Skipping OneDL datasets.`` (mmdet.datasets and
     mmdet.datasets.transforms) and ``Could not import OneDL`` (mmpretrain.datasets): the OneDL
     fork's optional dataset types, which this project does not use. Meant as DEBUG messages, but
@@ -96,10 +96,12 @@ def quiet_imports() -> None:
     """Import the upstream modules that print the OneDL line, with that line dropped from
     stdout; later imports of them are silent (Python caches modules). Anything else they print
     still shows. A module that is not installed is skipped; a module imported before is not
-    imported again (its line, if any, has been printed already), so this must run before
-    anything imports mmdet: importing custom_modules does. Not undone by set_verbose: the line is
-    a DEBUG message that upstream means to hide, and the package import runs before the tools
-    parse --verbose."""
+    imported again (its line, if any, has been printed already), so the tools call this first,
+    before anything imports mmdet. Importing the custom_modules package does (its registrations
+    import mmdet and mmpretrain), so they run this file by path instead of importing it:
+    ``runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()``.
+    Not undone by set_verbose: the line is a DEBUG message that upstream means to hide, and the
+    tools call this before they parse --verbose."""
     out = _DropLines(sys.stdout, _IMPORT_NOISE)
     with contextlib.redirect_stdout(out):
         try:

@@ -6,8 +6,16 @@ import random
 import numpy as np
 import torch
 from mmengine.dist import get_rank
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
+
+
+def checkpoint_backend_args(runner):
+    """The ``backend_args`` of the runner's CheckpointHook (``default_hooks.checkpoint``; the
+    configs choose the crash-safe ``atomic_local`` backend, custom_modules/atomic_io.py): our
+    hooks that save a checkpoint pass them on, so every checkpoint file is written the same way.
+    None (mmengine's default backend) without a CheckpointHook."""
+    return next((h.backend_args for h in runner.hooks if isinstance(h, CheckpointHook)), None)
 
 
 @HOOKS.register_module()
@@ -70,7 +78,8 @@ class KeepCheckpointHook(Hook):
         epoch = runner.epoch + 1
         if epoch in (self.epochs if self.epochs is not None else {runner.max_epochs}):
             runner.save_checkpoint(runner.work_dir, f'keep_epoch_{epoch}.pth',
-                                   save_optimizer=False, save_param_scheduler=False)
+                                   save_optimizer=False, save_param_scheduler=False,
+                                   backend_args=checkpoint_backend_args(runner))
 
 
 @HOOKS.register_module()

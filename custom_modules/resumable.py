@@ -26,6 +26,8 @@ from mmengine.registry import DATA_SAMPLERS, HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import BatchSampler, Sampler
 
+from .hooks import checkpoint_backend_args
+
 # exit status of a run stopped by TimeLimitHook (EX_TEMPFAIL): the work is not finished, so
 # Slurm dependants (afterok) must not start
 EXIT_TIME_LIMIT = 75
@@ -231,7 +233,7 @@ class TimeLimitHook(Hook):
         name = f'iter_{iter_}.pth'
         path = os.path.join(runner.work_dir, name)
         runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
-                               by_epoch=False)
+                               by_epoch=False, backend_args=checkpoint_backend_args(runner))
         if is_main_process():
             tmp = os.path.join(runner.work_dir, '.last_checkpoint.tmp')
             with open(tmp, 'w') as f:

@@ -16,6 +16,7 @@ import os
 import os.path as osp
 import re
 import tempfile
+from typing import NamedTuple
 
 import torch
 from mmengine.config import Config
@@ -141,6 +142,9 @@ def write_record(work_dir: str, inputs: dict) -> None:
         return
     os.makedirs(work_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=work_dir, prefix='.run_inputs-')
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # open()'s mode, not mkstemp's 0600: teammates read it too
     with os.fdopen(fd, 'w') as f:
         json.dump(dict(inputs=inputs), f, indent=1, sort_keys=True)
     os.replace(tmp, osp.join(work_dir, RECORD))
@@ -159,16 +163,24 @@ def differences(recorded: dict, current: dict) -> list[str]:
     return out
 
 
-def _resume_from(cfg: Config, path: str, meta: dict) -> None:
+class Decision(NamedTuple):
+    """What :func:`resolve_resume` decided: ``message`` for the log; ``meta``, the metadata of
+    the checkpoint the run continues (None for a new run), read once."""
+    message: str
+    meta: dict | None = None
+
+
+def _resume_from(cfg: Config, path: str, meta: dict, message: str) -> Decision:
     cfg.resume, cfg.load_from = True, path
     # the data order and per-sample seeds come from the seed the run started with
     cfg.setdefault('randomness', {})['seed'] = meta.get('seed', cfg.randomness.get('seed'))
+    return Decision(message, meta)
 
 
 def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
-                   allow_input_change: bool = False, restarted: bool = False) -> str:
+                   allow_input_change: bool = False, restarted: bool = False) -> Decision:
     """Set ``cfg.resume`` / ``cfg.load_from`` and write the work folder's record. ``resume`` is
-    None (no flag), 'auto' (``--resume``) or a path. Returns what was decided, for the log."""
+    None (no flag), 'auto' (``--resume``) or a path."""
     work_dir = cfg.work_dir
     own, own_meta = _latest_resume_point(work_dir)
     if resume and resume != 'auto' and not (restarted and own):
@@ -177,9 +189,8 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
             raise UserError(f'--resume {resume}: not a resume point: {why}. Resume from an '
                              'epoch_N.pth / iter_N.pth written by tools/train.py; a weights-only '
                              'file initializes a run with --pretrained or load_from instead.')
-        _resume_from(cfg, resume, meta)
         write_record(work_dir, inputs)
-        return f'resuming from {resume} (--resume)'
+        return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)')
     if own and (resume or cfg.get('resume')):
         recorded = _read_record(work_dir)
         diffs = (differences(recorded, inputs) if recorded is not None
@@ -191,20 +202,21 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
                 + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
                 + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
                 'with the new inputs (--allow-input-change).')
-        _resume_from(cfg, own, own_meta)
         if diffs:
             write_record(work_dir, inputs)
-        return f'resuming from {own} (latest resume point in {work_dir})'
+        return _resume_from(cfg, own, own_meta,
+                            f'resuming from {own} (latest resume point in {work_dir})')
     if cfg.get('resume') and cfg.get('load_from'):  # a stage config continuing the previous one
         meta, why = read_checkpoint_meta(cfg.load_from)
         if meta is None:
             raise UserError(f'the previous stage\'s checkpoint {cfg.load_from} is missing or not '
                              f'a resume point ({why}): train the previous stage first, or give '
                              'its checkpoint with --resume PATH')
-        _resume_from(cfg, cfg.load_from, meta)
         write_record(work_dir, inputs)
-        return f'continuing the previous stage from {cfg.load_from}'
+        return _resume_from(cfg, cfg.load_from, meta,
+                            f'continuing the previous stage from {cfg.load_from}')
     # never let mmengine pick last_checkpoint by itself: it may name a file that is no resume point
     cfg.resume = False
     write_record(work_dir, inputs)
-    return f'starting a new run in {work_dir}' + (' (nothing to resume there)' if resume else '')
+    return Decision(f'starting a new run in {work_dir}'
+                    + (' (nothing to resume there)' if resume else ''))

@@ -9,7 +9,9 @@ class LoadImageNamed(LoadImageFromFile):
 
     Use with ``imdecode_backend='pillow'``: Pillow raises on a truncated JPEG, whereas OpenCV
     silently returns a partly grey image. Grayscale, CMYK and RGBA files are converted to
-    3-channel colour by the decoder (``color_type='color'``).
+    3-channel colour by the decoder. The configs load with
+    ``color_type='color_ignore_orientation'``: colour, with the EXIF orientation not applied, as
+    the seed's loader did (the yml boxes are in the stored pixel order).
     """
 
     def transform(self, results: dict):

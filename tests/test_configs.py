@@ -39,3 +39,11 @@ def test_config_builds(path, synthetic_root):
             if cfg.get(name):
                 ds = DATASETS.build(cfg[name].dataset)
                 assert len(ds) > 0
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_checkpoints_are_saved_through_the_atomic_backend(path):
+    """Every config's CheckpointHook (and so TimeLimitHook and KeepCheckpointHook, which follow
+    it: custom_modules/hooks.py) writes a temporary file and renames it (tests/test_guards.py)."""
+    cfg = Config.fromfile(path)
+    assert cfg.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')

@@ -134,7 +134,7 @@ def test_wrong_image_size_in_yml_replaced_by_header(tmp_path, cache_dir):
     assert report.problems['box clipped to image'] == 1
 
 
-def test_images_without_objects_kept_for_eval_filtered_for_training(tmp_path, cache_dir):
+def test_images_without_objects_kept_unless_filter_cfg_drops_them(tmp_path, cache_dir):
     write_sample(tmp_path, 'training', 1)
     write_sample(tmp_path, 'training', 2, bboxes=(), labels=())
     assert len(build(str(tmp_path), cache_dir=cache_dir, test_mode=True)) == 2

@@ -126,6 +126,31 @@ def test_dist_launchers_still_pass_everything_to_torchrun(rig):
     assert test.endswith(f'{REPO}/tools/test.py cfg.py c.pth --launcher pytorch --y')
 
 
+@pytest.mark.parametrize('name', ['train.sbatch', 'test.sbatch'])
+def test_sbatch_scripts_find_the_repository_and_its_python(rig, name):
+    """sbatch runs a copy of the script: it finds the repository from scontrol's Command= (or
+    REPO), and runs PYTHON, else the repository's .venv python, else python (job_python.sh)."""
+    venv_python = os.path.join(REPO, '.venv', 'bin', 'python')
+    if not os.access(venv_python, os.X_OK):
+        pytest.skip('no .venv in the repository (make setup)')
+    copy = rig['tmp'] / 'spool' / 'slurm_script'
+    copy.parent.mkdir()
+    shutil.copy(os.path.join(REPO, 'tools', 'slurm', name), copy)
+    _script(rig['bin'] / 'scontrol', f'echo "   Command={REPO}/tools/slurm/{name} cfg.py"\n')
+    no_venv = rig['tmp'] / 'other-checkout'  # a repository without .venv
+    shutil.copytree(os.path.join(REPO, 'tools', 'slurm'), no_venv / 'tools' / 'slurm')
+    rig['env'].pop('REPO', None)
+    job = dict(SLURM_JOB_ID='1001', SLURM_JOB_NODELIST='node1', SLURM_SUBMIT_DIR=rig['cwd'])
+    for extra in (dict(PYTHON='/opt/env/bin/python'), {}, dict(REPO=str(no_venv))):
+        r = run(rig, ['bash', str(copy), 'cfg.py', 'x.pth'], **job, **extra)
+        assert r.returncode == 0, r.stderr
+    tool = f'tools/{name.split(".")[0]}.py'
+    # srun --kill-on-bad-exit=1 --cpus-per-task=1 PYTHON -u TOOL ...
+    assert [' '.join(c.split()[3:6]) for c in rig['calls']()] == [
+        f'/opt/env/bin/python -u {REPO}/{tool}', f'{venv_python} -u {REPO}/{tool}',
+        f'python -u {no_venv}/{tool}']
+
+
 # --- submit_pipeline.sh checks -----------------------------------------------------------------
 
 def assert_refused(rig, r, *words):

@@ -377,8 +377,8 @@ def unlabeled(tmp_path):
 def test_tensorboard_switch(unlabeled, tmp_path, monkeypatch):
     from train import build_cfg, parse_args
     monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', types.ModuleType('tensorboard'))
-    cfg = build_cfg(parse_args([MOCO, '--data-root', unlabeled, '--work-dir', str(tmp_path / 'w'),
-                                '--tensorboard']))
+    cfg, _ = build_cfg(parse_args([MOCO, '--data-root', unlabeled, '--work-dir',
+                                   str(tmp_path / 'w'), '--tensorboard']))
     assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend',
                                                                 'TensorboardVisBackend']
 

@@ -84,7 +84,7 @@ class RecordLR(Hook):
 
 def tiny_det_cfg(path, root, work_dir, epochs=None, extra=()):
     from train import build_cfg, parse_args
-    cfg = build_cfg(parse_args([path, '--work-dir', work_dir, '--data-root', root, *extra]))
+    cfg, _ = build_cfg(parse_args([path, '--work-dir', work_dir, '--data-root', root, *extra]))
     for loader in filter(None, (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader)):
         loader.num_workers, loader.persistent_workers, loader.batch_size = 0, False, 2
         loader.dataset.index_cache_dir = os.path.join(work_dir, 'index')

@@ -69,11 +69,13 @@ def fake_resume_point(path, epoch=3, iter_=30):
 
 def test_resume_refuses_other_inputs_and_names_them(tmp_path):
     cfg = cfg_for(tmp_path)
-    assert resolve_resume(cfg, 'auto', run_inputs(cfg)).startswith('starting a new run')
+    assert resolve_resume(cfg, 'auto', run_inputs(cfg)).message.startswith('starting a new run')
     fake_resume_point(os.path.join(cfg.work_dir, 'epoch_3.pth'))
     # same inputs, a later stop and other loader settings: the same run
     again = cfg_for(tmp_path, **{'train_cfg.max_epochs': 30, 'train_dataloader.num_workers': 1})
-    assert 'resuming from' in resolve_resume(again, 'auto', run_inputs(again))
+    decision = resolve_resume(again, 'auto', run_inputs(again))
+    assert 'resuming from' in decision.message
+    assert decision.meta['epoch'] == 3  # the checkpoint's metadata: train.py's finished()
     assert again.resume and again.load_from.endswith('epoch_3.pth')
     assert again.randomness.seed == 5  # the run's own seed: same data order, same sample seeds
     other = cfg_for(tmp_path, data_root=str(tmp_path / 'other'),
@@ -120,6 +122,24 @@ def test_explicit_resume_wins_unless_the_job_has_restarted(tmp_path):
         resolve_resume(cfg_for(tmp_path), weights_only, run_inputs(cfg))
 
 
+def test_train_py_trains_nothing_when_the_checkpoint_resumed_ends_the_run(
+        tmp_path, synthetic_root, capsys, monkeypatch):
+    """A finished stage submitted again: resolve_resume's decision carries the checkpoint's
+    metadata, so train.py knows it is done without reading the file a second time."""
+    import train
+    from custom_modules import resume_policy
+    reads = []
+    read = resume_policy.read_checkpoint_meta
+    monkeypatch.setattr(resume_policy, 'read_checkpoint_meta',
+                        lambda path: reads.append(path) or read(path))
+    ckpt = str(tmp_path / 'epoch_3.pth')
+    fake_resume_point(ckpt, epoch=3)
+    train.main([S1, '--work-dir', str(tmp_path / 'work'), '--resume', ckpt, '--data-root',
+                os.path.join(synthetic_root, 'labeled'), '--cfg-options', 'train_cfg.max_epochs=3'])
+    assert 'already finished its 3 epochs' in capsys.readouterr().out
+    assert reads == [ckpt]
+
+
 def test_stage_config_needs_the_previous_stage_checkpoint(tmp_path):
     cfg = cfg_for(tmp_path, S1.replace('s1-23e', 's2-27e'))
     cfg.load_from = str(tmp_path / 'missing' / 'epoch_23.pth')
@@ -127,7 +147,7 @@ def test_stage_config_needs_the_previous_stage_checkpoint(tmp_path):
         resolve_resume(cfg, 'auto', run_inputs(cfg))
     fake_resume_point(str(tmp_path / 'epoch_23.pth'), epoch=23, iter_=230)
     cfg.load_from = str(tmp_path / 'epoch_23.pth')
-    assert 'continuing the previous stage' in resolve_resume(cfg, 'auto', run_inputs(cfg))
+    assert 'continuing the previous stage' in resolve_resume(cfg, 'auto', run_inputs(cfg)).message
 
 
 def test_no_resume_point_never_falls_back_to_mmengine_auto_resume(tmp_path):
@@ -137,7 +157,7 @@ def test_no_resume_point_never_falls_back_to_mmengine_auto_resume(tmp_path):
                os.path.join(cfg.work_dir, 'keep_epoch_100.pth'))
     with open(os.path.join(cfg.work_dir, 'last_checkpoint'), 'w') as f:
         f.write(os.path.join(cfg.work_dir, 'keep_epoch_100.pth'))
-    assert 'nothing to resume' in resolve_resume(cfg, 'auto', run_inputs(cfg))
+    assert 'nothing to resume' in resolve_resume(cfg, 'auto', run_inputs(cfg)).message
     assert cfg.resume is False
 
 

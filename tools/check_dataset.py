@@ -17,11 +17,16 @@ each folder (pairs, yml, image header), for a check before submitting jobs
 import argparse
 import os
 import os.path as osp
+import runpy
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# mmdet and mmpretrain print a notice about an optional package when first imported: import them
+# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import (  # noqa: E402

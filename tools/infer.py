@@ -27,10 +27,14 @@ import math
 import os
 import os.path as osp
 import re
+import runpy
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+# mmdet and mmpretrain print a notice about an optional package when first imported: drop it
+# (custom_modules/console.py, run by path: importing custom_modules would import mmdet first)
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 

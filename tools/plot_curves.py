@@ -23,10 +23,14 @@ import glob
 import json
 import os
 import os.path as osp
+import runpy
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# mmdet and mmpretrain print a notice about an optional package when first imported: drop it
+# (custom_modules/console.py, run by path: importing custom_modules would import mmdet first)
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 
 def parse_args(argv=None):

@@ -1,4 +1,4 @@
-"""Evaluate a detector checkpoint with pycocotools' COCO bbox metric.
+"""Evaluate a detector checkpoint: COCO bbox AP as pycocotools computes it (faster-coco-eval).
 
     python tools/test.py CONFIG (CKPT | --best-of DIR [DIR ...]) [--data-root DIR]
         [--split validation] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
@@ -15,10 +15,14 @@ the image (mmdet's DetVisualizationHook; class names from the dataset's metainfo
 import argparse
 import os
 import os.path as osp
+import runpy
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+# mmdet and mmpretrain print a notice about an optional package when first imported: import them
+# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 

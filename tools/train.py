@@ -12,6 +12,7 @@ TensorboardVisBackend beside the scalars.json log (`tensorboard --logdir work_di
 import argparse
 import os
 import os.path as osp
+import runpy
 import signal
 import sys
 
@@ -21,6 +22,9 @@ signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
+# mmdet and mmpretrain print a notice about an optional package when first imported: import them
+# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -52,7 +56,9 @@ def parse_args(argv=None):
     return args
 
 
-def build_cfg(args) -> Config:
+def build_cfg(args):
+    """The config to train, and resolve_resume's decision: what to continue, with that
+    checkpoint's metadata."""
     from custom_modules.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
                                              drop_backbone_init, set_data_root, set_pretrained)
     from custom_modules.launch import set_launcher
@@ -78,12 +84,12 @@ def build_cfg(args) -> Config:
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,
                               restarted)
-    say(f'train.py: {decision}')
+    say(f'train.py: {decision.message}')
     if cfg.get('resume'):
         drop_backbone_init(cfg)  # every weight comes from the checkpoint being resumed
     else:
         check_pretrained(cfg)
-    return cfg
+    return cfg, decision
 
 
 def say(msg: str) -> None:
@@ -92,13 +98,10 @@ def say(msg: str) -> None:
         print(msg, flush=True)
 
 
-def finished(cfg) -> bool:
-    """The checkpoint to resume already ends the run: nothing to train."""
-    from custom_modules.resume_policy import read_checkpoint_meta
-    if not cfg.get('resume'):
-        return False
-    meta, _ = read_checkpoint_meta(cfg.load_from)
-    return meta['epoch'] >= cfg.train_cfg.max_epochs and not osp.basename(
+def finished(cfg, meta) -> bool:
+    """The checkpoint to resume (``meta``: its metadata, None for a new run) already ends the
+    run: nothing to train."""
+    return meta is not None and meta['epoch'] >= cfg.train_cfg.max_epochs and not osp.basename(
         cfg.load_from).startswith('iter_')
 
 
@@ -107,8 +110,8 @@ def main(argv=None):
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
-    cfg = build_cfg(args)
-    if finished(cfg):
+    cfg, decision = build_cfg(args)
+    if finished(cfg, decision.meta):
         say(f'train.py: {cfg.work_dir} already finished its {cfg.train_cfg.max_epochs} epochs '
             f'({cfg.load_from}); nothing to train')
         return

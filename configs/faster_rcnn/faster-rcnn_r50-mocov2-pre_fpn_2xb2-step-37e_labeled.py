@@ -96,5 +96,8 @@ custom_hooks = [
     dict(type='TimeLimitHook'),  # SIGUSR1 before the Slurm time limit: save, requeue
     dict(type='OwnBestCheckpointHook'),  # s2/s3 never delete an earlier stage's best file
 ]
+# checkpoint files are complete or absent: written to a temporary file, then renamed
+# (custom_modules/atomic_io.py); TimeLimitHook saves the same way
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=3,
-                                     save_best='coco/bbox_mAP', rule='greater'))
+                                     save_best='coco/bbox_mAP', rule='greater',
+                                     backend_args=dict(backend='atomic_local')))

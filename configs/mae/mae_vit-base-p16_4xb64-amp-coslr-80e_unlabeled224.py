@@ -65,7 +65,10 @@ auto_scale_lr = dict(enable=True, base_batch_size=256)
 randomness = dict(seed=seed)
 resume = False  # tools/train.py --resume decides (the base resumes by itself)
 
-default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
+# checkpoint files are complete or absent: written to a temporary file, then renamed
+# (custom_modules/atomic_io.py); TimeLimitHook and KeepCheckpointHook save the same way
+default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2,
+                                     backend_args=dict(backend='atomic_local')))
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
     dict(type='EpochSeedHook'),  # a resumed run replays the same random stream

@@ -60,7 +60,10 @@ train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 auto_scale_lr = dict(enable=True, base_batch_size=128)
 randomness = dict(seed=seed)
 
-default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2))
+# checkpoint files are complete or absent: written to a temporary file, then renamed
+# (custom_modules/atomic_io.py); TimeLimitHook and KeepCheckpointHook save the same way
+default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2,
+                                     backend_args=dict(backend='atomic_local')))
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
     dict(type='EpochSeedHook'),  # a resumed run replays the same random stream

@@ -55,7 +55,9 @@ class LabeledDetDataset(SeededSamplesMixin, BaseDetDataset):
         ]
 
     def filter_data(self) -> list[dict]:
-        """Drop images without objects or smaller than ``min_size`` (training only)."""
+        """Training only: drop the images ``filter_cfg`` names (``filter_empty_gt``: those
+        without objects; ``min_size``: those with a shorter side below it). The configs here
+        keep every image, as the seed did."""
         if self.test_mode or not self.filter_cfg:
             return self.data_list
         filter_empty = self.filter_cfg.get('filter_empty_gt', False)

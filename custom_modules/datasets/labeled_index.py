@@ -71,7 +71,8 @@ BAD_IMAGE = 'unreadable image'
 class LabeledDataError(ValueError):
     """A dataset file whose content cannot be turned into a label without guessing.
 
-    ``kind`` names the problem (one of the ERROR_KINDS) so reports can group them.
+    ``kind`` names the problem (one of the error kinds above, BAD_YAML ... BAD_IMAGE) so
+    reports can group them.
     """
 
     def __init__(self, message: str, kind: str = 'error') -> None:

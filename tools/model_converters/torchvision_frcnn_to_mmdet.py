@@ -25,6 +25,7 @@ ground-truth box get no gradient, only weight decay, and stay small like the bac
 """
 import argparse
 import os.path as osp
+import runpy
 import re
 import sys
 
@@ -32,6 +33,9 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)  # custom_modules, from any working directory
+# mmdet and mmpretrain print a notice about an optional package when first imported: import them
+# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
+runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import DefaultScope, init_default_scope  # noqa: E402

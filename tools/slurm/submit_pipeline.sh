@@ -44,15 +44,10 @@ else
     [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
 fi
 # the interpreter train.sbatch / test.sbatch would pick, exported so the jobs use exactly it
-if [[ -n "${PYTHON:-}" ]]; then
-    PY=$PYTHON
-elif [[ -x $REPO/.venv/bin/python ]]; then
-    PY=$REPO/.venv/bin/python
-else
-    PY=python
-fi
+source "$REPO/tools/slurm/job_python.sh"
+PY=$PYTHON
 if [[ $PY != */* ]]; then
-    PY=$(command -v "$PY") || die "PYTHON=${PYTHON:-python}: no such command: run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
+    PY=$(command -v "$PY") || die "PYTHON=$PYTHON: no such command: run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
 elif [[ $PY != /* ]]; then
     PY=$PWD/$PY  # the jobs start in this folder too; absolute for the log lines
 fi
