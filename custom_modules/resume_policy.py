@@ -15,12 +15,12 @@ import json
 import os
 import os.path as osp
 import re
-import tempfile
 from typing import NamedTuple
 
 import torch
 from mmengine.config import Config
 
+from .atomic_io import AtomicLocalBackend
 from .launch import launch_rank
 from .user_errors import UserError
 
@@ -140,14 +140,8 @@ def write_record(work_dir: str, inputs: dict) -> None:
     """Rank 0 writes (atomically) what this work folder is being trained from."""
     if launch_rank() != 0:
         return
-    os.makedirs(work_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=work_dir, prefix='.run_inputs-')
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)  # open()'s mode, not mkstemp's 0600: teammates read it too
-    with os.fdopen(fd, 'w') as f:
-        json.dump(dict(inputs=inputs), f, indent=1, sort_keys=True)
-    os.replace(tmp, osp.join(work_dir, RECORD))
+    AtomicLocalBackend().put_text(json.dumps(dict(inputs=inputs), indent=1, sort_keys=True),
+                                  osp.join(work_dir, RECORD))
 
 
 def differences(recorded: dict, current: dict) -> list[str]:
