@@ -3,10 +3,14 @@
 - Only a checkpoint with model, optimizer and LR-scheduler state and its epoch/iteration is a
   resume point: weights-only copies such as ``keep_epoch_100.pth`` never are.
 - A work folder records what produced it (``run_inputs.json``: the training config as run, the
-  initial checkpoints' paths and SHA-256, the data folders, the number of processes). Resuming
-  with other inputs stops with a message naming each difference, unless asked for explicitly.
-- An explicit ``--resume PATH`` wins over the automatic choice, except in a Slurm job that was
-  restarted (time limit, preemption): the job has then progressed past PATH in its own folder.
+  initial checkpoints' paths and SHA-256, the data folders (a squashfs image also by its size and
+  superblock digest), the number of processes). Resuming with other inputs stops with a message
+  naming each difference, unless asked for explicitly.
+- An explicit ``--resume PATH`` wins over the automatic choice and becomes the folder's
+  ``last_checkpoint``: a Slurm job restarted (time limit, preemption) before the continued run
+  saved continues PATH, not a newer checkpoint of a run the user rolled back from.
+- A new run (no ``--resume``) never starts in a folder that holds resume points: its record and
+  checkpoints would mix with the earlier run's.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from mmengine.config import Config
 
 from .atomic_io import AtomicLocalBackend
 from .launch import launch_rank
+from .sqsh_backend import image_identity, is_sqsh_uri
 from .user_errors import UserError
 
 RECORD = 'run_inputs.json'
@@ -123,6 +128,8 @@ def run_inputs(cfg: Config) -> dict:
                 inputs[f'{key} (sha256)'] = _sha256(value)
             elif last == 'checkpoint':
                 continue  # unset (--pretrained not repeated): a resumed run does not read it
+        elif last == 'data_root' and is_sqsh_uri(value):
+            inputs[f'{key} (image)'] = image_identity(value)
         inputs[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
     inputs['world_size'] = int(os.environ.get('WORLD_SIZE') or os.environ.get('SLURM_NTASKS') or 1)
     return inputs
@@ -157,6 +164,22 @@ def differences(recorded: dict, current: dict) -> list[str]:
     return out
 
 
+def _point_last_checkpoint(work_dir: str, path: str) -> None:
+    """Rank 0 makes ``path`` the folder's latest resume point, as CheckpointHook does when it
+    saves."""
+    if launch_rank() == 0:
+        AtomicLocalBackend().put_text(path, osp.join(work_dir, 'last_checkpoint'))
+
+
+def _lr_note(diffs: list[str]) -> str:
+    # mmengine scales the optimizer's LR (auto_scale_lr) before it loads the resumed optimizer
+    # and scheduler state, which puts the saved LR back
+    if not any(d.startswith('world_size:') for d in diffs):
+        return ''
+    return ('\nWith another number of processes the learning rate stays the one saved in the '
+            'checkpoint: auto_scale_lr does not rescale a resumed run.')
+
+
 class Decision(NamedTuple):
     """What :func:`resolve_resume` decided: ``message`` for the log; ``meta``, the metadata of
     the checkpoint the run continues (None for a new run), read once."""
@@ -184,6 +207,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
                              'epoch_N.pth / iter_N.pth written by tools/train.py; a weights-only '
                              'file initializes a run with --pretrained or load_from instead.')
         write_record(work_dir, inputs)
+        _point_last_checkpoint(work_dir, resume)
         return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)')
     if own and (resume or cfg.get('resume')):
         recorded = _read_record(work_dir)
@@ -195,11 +219,13 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
                 'not resuming it:\n  ' + '\n  '.join(diffs[:20])
                 + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
                 + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
-                'with the new inputs (--allow-input-change).')
+                'with the new inputs (--allow-input-change).' + _lr_note(diffs))
         if diffs:
             write_record(work_dir, inputs)
         return _resume_from(cfg, own, own_meta,
-                            f'resuming from {own} (latest resume point in {work_dir})')
+                            f'resuming from {own} (latest resume point in {work_dir})'
+                            + (' with other inputs:\n  ' + '\n  '.join(diffs) + _lr_note(diffs)
+                               if diffs else ''))
     if cfg.get('resume') and cfg.get('load_from'):  # a stage config continuing the previous one
         meta, why = read_checkpoint_meta(cfg.load_from)
         if meta is None:
@@ -209,6 +235,11 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
         write_record(work_dir, inputs)
         return _resume_from(cfg, cfg.load_from, meta,
                             f'continuing the previous stage from {cfg.load_from}')
+    if own:
+        raise UserError(
+            f'{work_dir} holds the resume points of an earlier run (latest: {own}); a new run '
+            'there would mix its checkpoints and record with them. Either continue that run '
+            '(--resume) or start the new one in a new folder (--work-dir NEW_DIR).')
     # never let mmengine pick last_checkpoint by itself: it may name a file that is no resume point
     cfg.resume = False
     write_record(work_dir, inputs)

@@ -112,7 +112,10 @@ def test_explicit_resume_wins_unless_the_job_has_restarted(tmp_path):
     fake_resume_point(elsewhere, epoch=1, iter_=10)
     resolve_resume(cfg, elsewhere, run_inputs(cfg))
     assert cfg.load_from == elsewhere
-    fake_resume_point(os.path.join(cfg.work_dir, 'iter_17.pth'), epoch=1, iter_=17)
+    own = os.path.join(cfg.work_dir, 'iter_17.pth')  # saved and named as TimeLimitHook does
+    fake_resume_point(own, epoch=1, iter_=17)
+    with open(os.path.join(cfg.work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(own)
     cfg = cfg_for(tmp_path)
     resolve_resume(cfg, elsewhere, run_inputs(cfg), restarted=True)
     assert cfg.load_from.endswith('iter_17.pth')  # the requeued job continues its own progress
@@ -181,6 +184,11 @@ class _TrainRunner:
     epoch, iter, work_dir = 0, 0, '/nonexistent'
     train_dataloader = [None] * 4
 
+    class message_hub:
+        @staticmethod
+        def get_info(key):
+            return None
+
     class logger:
         warnings = []
 
@@ -201,3 +209,4 @@ def test_time_limit_signal_before_any_training_is_not_a_requeue_loop():
     assert not resumable._stop_requested
     hook.after_train_iter(runner, 0)  # trained one iteration, no new signal: goes on
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
