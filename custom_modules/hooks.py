@@ -66,10 +66,12 @@ class KeepCheckpointHook(Hook):
     epoch the run stops at), never deleted by CheckpointHook's ``max_keep_ckpts``.
 
     Unlike a second CheckpointHook it leaves ``last_checkpoint`` alone, so a resume never lands
-    on a file without optimizer and scheduler state.
+    on a file without optimizer and scheduler state. It saves before CheckpointHook: a job killed
+    between the two saves has not finished (no ``epoch_N.pth``) and trains epoch N again, rather
+    than ending without the file the next stage starts from.
     """
 
-    priority = 'VERY_LOW'
+    priority = 'LOW'  # after the LR scheduler's epoch step, before CheckpointHook (VERY_LOW)
 
     def __init__(self, epochs=None):
         self.epochs = None if epochs is None else set(epochs)

@@ -127,7 +127,7 @@ def test_training_writes_every_checkpoint_through_the_atomic_backend(tmp_path, m
         return put(self, obj, filepath)
     monkeypatch.setattr(AtomicLocalBackend, 'put', recorded_put)
     monkeypatch.delenv('SLURM_JOB_ID', raising=False)
-    monkeypatch.setattr(resumable, '_stop_requested', False)
+    monkeypatch.setattr(resumable, '_stop_requested', 0)
     work = tmp_path / 'work'
     runner = Runner(
         model=_ToyModel(), work_dir=str(work), experiment_name=f'atomic-{uuid.uuid4().hex}',
@@ -138,13 +138,14 @@ def test_training_writes_every_checkpoint_through_the_atomic_backend(tmp_path, m
         default_hooks=dict(checkpoint=cfg.default_hooks.checkpoint),
         custom_hooks=[hooks['TimeLimitHook'], dict(hooks['KeepCheckpointHook'], epochs=[2]),
                       _SignalAt(4)])  # 2 iterations per epoch: the first of epoch 3
-    handler = signal.getsignal(signal.SIGUSR1)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     try:
         with pytest.raises(KeyboardInterrupt):
             runner.train()
     finally:
-        signal.signal(signal.SIGUSR1, handler)
-    assert writes == ['epoch_1.pth', 'epoch_2.pth', 'keep_epoch_2.pth', 'iter_5.pth']
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert writes == ['epoch_1.pth', 'keep_epoch_2.pth', 'epoch_2.pth', 'iter_5.pth']
     # no iter_5.pth and no temporary file: the interrupted write left nothing behind
     assert sorted(n for n in os.listdir(work) if n.endswith(('.pth', '.part'))) == [
         'epoch_1.pth', 'epoch_2.pth', 'keep_epoch_2.pth']

@@ -2,12 +2,18 @@
 old one, a rollback and a restart, another process count, a kill between the last two saves,
 SIGTERM, a time-limit signal before training or during validation."""
 import os
+import signal
+import uuid
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 
 import custom_modules  # noqa: F401  (registers the hooks and the atomic backend)
+from custom_modules import resumable
+from custom_modules.atomic_io import AtomicLocalBackend
 from custom_modules.resume_policy import ChangedInputsError, resolve_resume, run_inputs
 from custom_modules.user_errors import UserError
 
@@ -87,3 +93,57 @@ def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
     cfg = cfg_for(tmp_path, path=MOCO)
     decision = resolve_resume(cfg, 'auto', two, allow_input_change=True)
     assert 'learning rate stays' in decision.message and 'world_size: 4 -> 2' in decision.message
+
+
+class _ToyModel(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        out = self.fc(torch.stack(inputs))
+        return dict(loss=out.pow(2).mean()) if mode == 'loss' else list(out)
+
+
+def toy_runner(work, max_epochs=2, hooks=(), **kw):
+    """The pretraining config's checkpoint hooks on a toy model, 2 iterations per epoch."""
+    cfg = Config.fromfile(MOCO)
+    config_hooks = {h['type']: h for h in cfg.custom_hooks}
+    return Runner(
+        model=_ToyModel(), work_dir=str(work), experiment_name=f'cases-{uuid.uuid4().hex}',
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 4, batch_size=2,
+                              num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=cfg.default_hooks.checkpoint),
+        custom_hooks=[config_hooks['TimeLimitHook'], config_hooks['KeepCheckpointHook'],
+                      *hooks], **kw)
+
+
+@pytest.fixture
+def signals_restored(monkeypatch):
+    monkeypatch.setattr(resumable, '_stop_requested', 0)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_a_finished_run_always_has_its_keep_file(tmp_path, monkeypatch, signals_restored):
+    """Case 4: killed after the last epoch's resumable checkpoint, before its keep file: the run
+    looked finished and the next stage found no --pretrained file."""
+    put, written = AtomicLocalBackend.put, []
+
+    def killed_at_the_second(self, obj, filepath):
+        name = os.path.basename(filepath)
+        if name in ('epoch_2.pth', 'keep_epoch_2.pth'):
+            if written:
+                raise KeyboardInterrupt  # the job is killed here
+            written.append(name)
+        return put(self, obj, filepath)
+    monkeypatch.setattr(AtomicLocalBackend, 'put', killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        toy_runner(tmp_path / 'work').train()
+    finished = (tmp_path / 'work' / 'epoch_2.pth').exists()
+    assert not finished or (tmp_path / 'work' / 'keep_epoch_2.pth').exists(), (
+        'the run ended at epoch 2 without keep_epoch_2.pth')
