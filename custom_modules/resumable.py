@@ -8,7 +8,9 @@
 - :class:`ResumableEpochBasedTrainLoop` resumes from a checkpoint saved inside an epoch: it skips
   the batches already trained (indices only, no image is read) and restores every rank's RNG.
 - :class:`TimeLimitHook`: on SIGUSR1 (``sbatch --signal=USR1@SECONDS``) every rank stops after
-  the current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job.
+  the current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job; on
+  SIGTERM (preemption, ``scancel``, ``scontrol requeue``) the same save, and Slurm decides about
+  the requeue.
 """
 import hashlib
 import os
@@ -158,64 +160,86 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
 
-_stop_requested = False
+_stop_requested = 0  # the stop signal received (SIGTERM wins over SIGUSR1), 0 if none
 
 
 def _request_stop(signum, frame) -> None:
     global _stop_requested
-    _stop_requested = True
+    _stop_requested = max(_stop_requested, signum)
 
 
-def catch_stop_signal(signum: int = signal.SIGUSR1) -> None:
-    """Turn SIGUSR1 into a stop request (its default action kills the process)."""
-    signal.signal(signum, _request_stop)
+def catch_stop_signals():
+    """Turn SIGUSR1 and SIGTERM into stop requests (their default action kills the process);
+    return SIGUSR1's previous handler."""
+    signal.signal(signal.SIGTERM, _request_stop)
+    return signal.signal(signal.SIGUSR1, _request_stop)
+
+
+def _exit_status(signum: int) -> int:
+    return EXIT_TIME_LIMIT if signum == signal.SIGUSR1 else 128 + signum
 
 
 @HOOKS.register_module()
 class TimeLimitHook(Hook):
-    """Stop cleanly when Slurm announces the time limit (``--signal=USR1@SECONDS``).
+    """Stop cleanly when Slurm announces the time limit (``--signal=USR1@SECONDS``) or ends the
+    job (SIGTERM: preemption, ``scancel``; SIGKILL follows after a grace time).
 
     After the iteration in progress, all ranks agree to stop; rank 0 saves ``iter_N.pth`` with
-    optimizer, scheduler and every rank's RNG state and points ``last_checkpoint`` at it; inside a
-    Slurm batch job it then runs ``scontrol requeue`` so the job continues from there (at most
-    ``$MAX_RESTARTS`` times, default 10). The process exits with status 75 in every case.
+    optimizer, scheduler and every rank's RNG state and points ``last_checkpoint`` at it. On
+    SIGUSR1, inside a Slurm batch job, it then runs ``scontrol requeue`` so the job continues from
+    there (at most ``$MAX_RESTARTS`` times, default 10), and the process exits with status 75; on
+    SIGTERM Slurm requeues the job itself when it is requeueing it (preemption, ``scontrol
+    requeue``), and the process exits with status 143.
     """
 
     priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
 
+    _EARLY = ('SIGUSR1 arrived {when}: the job\'s time limit is shorter than its --signal lead '
+              'time, so stopping would gain nothing; training goes on until the limit ends the '
+              'job. Give the job more --time or a shorter --signal lead.')
+
     def before_train(self, runner) -> None:
-        catch_stop_signal()
+        # tools/train.py's handler from its first line notes a signal that came while it started
+        if getattr(catch_stop_signals(), 'arrived', False):
+            runner.logger.warning(self._EARLY.format(when='before training started'))
         self._trained = False
 
-    def _stop_agreed(self) -> bool:
-        flag = torch.tensor([1 if _stop_requested else 0], dtype=torch.int32)
+    def after_train(self, runner) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _stop_requested == signal.SIGTERM:  # came after the last iteration: end now
+            raise SystemExit(_exit_status(signal.SIGTERM))
+
+    def _stop_agreed(self) -> int:
+        flag = torch.tensor([_stop_requested], dtype=torch.int32)
         if is_distributed():
             if dist.get_backend() == 'nccl':
                 flag = flag.cuda()
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return int(flag.item())
 
     def before_train_epoch(self, runner) -> None:
-        if not self._stop_agreed():
+        signum = self._stop_agreed()
+        if not signum:
             return
         if not self._trained:
+            if signum == signal.SIGTERM:  # nothing trained since the checkpoint it resumed
+                raise SystemExit(_exit_status(signum))
             # a requeue now would restart into the same signal, again and again
             global _stop_requested
-            _stop_requested = False
-            runner.logger.warning(
-                'SIGUSR1 arrived before this run trained an iteration: the job\'s time limit is '
-                'shorter than its --signal lead time, so stopping would gain nothing; training '
-                'goes on until the limit ends the job. Give the job more --time or a shorter '
-                '--signal lead.')
+            _stop_requested = 0
+            runner.logger.warning(self._EARLY.format(
+                when='before this run trained an iteration'))
             return
-        self._stop(runner, epoch=runner.epoch, iter_=runner.iter)
+        self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._trained = True
         # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
         # scheduler step, checkpoint and validation come first
-        if batch_idx + 1 < len(runner.train_dataloader) and self._stop_agreed():
-            self._stop(runner, epoch=runner.epoch, iter_=runner.iter + 1)
+        if batch_idx + 1 < len(runner.train_dataloader):
+            signum = self._stop_agreed()
+            if signum:
+                self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter + 1)
 
     def after_train_epoch(self, runner) -> None:
         """Drop in-epoch checkpoints once an epoch checkpoint supersedes them."""
@@ -228,7 +252,7 @@ class TimeLimitHook(Hook):
             if name.startswith('iter_') and name.endswith('.pth'):
                 os.remove(os.path.join(runner.work_dir, name))
 
-    def _stop(self, runner, epoch: int, iter_: int) -> None:
+    def _stop(self, runner, signum: int, epoch: int, iter_: int) -> None:
         runner.message_hub.update_info(RNG_KEY, all_gather_object(capture_rng()))
         name = f'iter_{iter_}.pth'
         path = os.path.join(runner.work_dir, name)
@@ -239,11 +263,14 @@ class TimeLimitHook(Hook):
             with open(tmp, 'w') as f:
                 f.write(path)
             os.replace(tmp, os.path.join(runner.work_dir, 'last_checkpoint'))
-            runner.logger.warning(f'stop requested (SIGUSR1, e.g. the Slurm time limit is near): '
-                                  f'saved {path} at epoch {epoch + 1}, iteration {iter_}')
-            _requeue(runner)
+            why = ('SIGUSR1, e.g. the Slurm time limit is near' if signum == signal.SIGUSR1
+                   else 'SIGTERM: preemption, scancel or a requeue')
+            runner.logger.warning(f'stop requested ({why}): saved {path} at epoch {epoch + 1}, '
+                                  f'iteration {iter_}')
+            if signum == signal.SIGUSR1:
+                _requeue(runner)
         barrier()
-        raise SystemExit(EXIT_TIME_LIMIT)
+        raise SystemExit(_exit_status(signum))
 
 
 def _read_text(path: str) -> str:

@@ -1,6 +1,7 @@
 """The resume and stop cases of a careful review, each at the function level: a new run over an
 old one, a rollback and a restart, another process count, a kill between the last two saves,
 SIGTERM, a time-limit signal before training or during validation."""
+import importlib
 import os
 import signal
 import uuid
@@ -8,6 +9,7 @@ import uuid
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
@@ -105,6 +107,17 @@ class _ToyModel(BaseModel):
         return dict(loss=out.pow(2).mean()) if mode == 'loss' else list(out)
 
 
+class _SignalAt(Hook):
+    """Sends ``signum`` to this process before the iteration ``at``."""
+
+    def __init__(self, at, signum):
+        self.at, self.signum = at, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
 def toy_runner(work, max_epochs=2, hooks=(), **kw):
     """The pretraining config's checkpoint hooks on a toy model, 2 iterations per epoch."""
     cfg = Config.fromfile(MOCO)
@@ -147,3 +160,56 @@ def test_a_finished_run_always_has_its_keep_file(tmp_path, monkeypatch, signals_
     finished = (tmp_path / 'work' / 'epoch_2.pth').exists()
     assert not finished or (tmp_path / 'work' / 'keep_epoch_2.pth').exists(), (
         'the run ended at epoch 2 without keep_epoch_2.pth')
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminated(signum, frame):
+    raise _Terminated  # SIGTERM's default action, without ending pytest
+
+
+def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, monkeypatch,
+                                                                   signals_restored):
+    """Case 10: preemption and scancel send SIGTERM, then SIGKILL after a grace time; it used to
+    kill at once, losing every iteration since the epoch checkpoint."""
+    signal.signal(signal.SIGTERM, _terminated)
+    monkeypatch.setenv('SLURM_JOB_ID', '42')
+    calls, run = [], resumable.subprocess.run
+    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: calls.append(cmd) if
+                        cmd[0] == 'scontrol' else run(cmd, **kw))
+    work = tmp_path / 'work'
+    with pytest.raises(SystemExit) as e:
+        toy_runner(work, hooks=[_SignalAt(2, signal.SIGTERM)]).train()
+    assert e.value.code == 128 + signal.SIGTERM
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_3.pth')
+    assert torch.load(work / 'iter_3.pth', weights_only=False)['meta']['iter'] == 3
+    assert calls == []  # no scontrol: Slurm requeues a preempted job itself; scancel means stop
+
+
+def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals_restored):
+    """Case 7: tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
+    checks, building the runner) without a word."""
+    import train
+    importlib.reload(train)  # its first lines take SIGUSR1 over
+    os.kill(os.getpid(), signal.SIGUSR1)
+    runner = _Runner()
+    resumable.TimeLimitHook().before_train(runner)
+    assert runner.logger.warnings and 'before training started' in runner.logger.warnings[-1]
+    assert not resumable._stop_requested  # not a stop: the job's time limit comes first
+
+
+class _Runner:
+    epoch, iter, work_dir = 0, 0, '/nonexistent'
+
+    class message_hub:
+        @staticmethod
+        def get_info(key):
+            return None
+
+    def __init__(self):
+        self.logger, self.warnings = self, []
+
+    def warning(self, msg):
+        self.warnings.append(msg)

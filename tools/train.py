@@ -16,9 +16,18 @@ import runpy
 import signal
 import sys
 
-# Slurm's time-limit signal (sbatch --signal=USR1@...) kills by default; one arriving before
-# training starts changes nothing (TimeLimitHook takes it over once the run trains)
-signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+class _EarlySignal:
+    """SIGUSR1 until training starts. Slurm's time-limit signal (sbatch --signal=USR1@...) kills
+    by default; one arriving this early changes nothing but is noted (``arrived``), and
+    TimeLimitHook logs it when it takes the signal over."""
+    arrived = False
+
+    def __call__(self, signum, frame):
+        self.arrived = True
+
+
+signal.signal(signal.SIGUSR1, _EarlySignal())
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
