@@ -2,7 +2,8 @@
 
 Configs load it with
 ``custom_imports = dict(imports=['custom_modules'], allow_failed_imports=False)``. Importing it
-registers classes and the ``atomic_local`` file backend and changes nothing else; the tools
+registers classes and two file backends (``atomic_local``, and ``sqsh`` for datasets read out of
+a squashfs image) and changes nothing else; the tools
 quiet the console themselves (console.py).
 """
 from . import atomic_io  # noqa: F401  (the 'atomic_local' backend the configs save with)
@@ -12,6 +13,7 @@ from .hooks import (EpochSeedHook, FiniteLossHook, KeepCheckpointHook,  # noqa: 
                     OwnBestCheckpointHook)
 from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # noqa: F401
                         TimeLimitHook)
+from . import sqsh_backend  # noqa: F401  (the 'sqsh://' backend: data inside a .sqsh image)
 from .sync_norm import AnyDeviceSyncBN  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401
 from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401

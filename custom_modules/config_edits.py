@@ -29,9 +29,10 @@ def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader'
 
 
 def set_data_root(cfg: Config, data_root: str, names=None) -> None:
-    """Point every dataloader (or those in ``names``) at another dataset folder."""
-    if not osp.isdir(data_root):
-        raise UserError(f'--data-root {data_root}: folder does not exist')
+    """Point every dataloader (or those in ``names``) at another dataset folder, or at a
+    squashfs image or a folder inside one (custom_modules/sqsh_backend.py)."""
+    from custom_modules.sqsh_backend import resolve_data_root
+    data_root = resolve_data_root(data_root)
     for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
         ds['data_root'] = data_root
     cfg.data_root = data_root

@@ -30,25 +30,33 @@ def check_amp(amp: bool) -> None:
 
 
 def _split_folders(root: str) -> str:
-    found = sorted(d for d in os.listdir(root) if osp.isdir(osp.join(root, d)))
+    from mmengine import fileio
+    found = sorted(fileio.list_dir_or_file(root, list_file=False))
     return ', '.join(found) if found else 'none'
 
 
 def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_dataloader'),
                        flag: str = '--data-root') -> None:
     """Every dataset the run will read exists: the data folder, and for the labeled layout its
-    split folder (``<data_root>/<split>``)."""
+    split folder (``<data_root>/<split>``). A data root that goes through a squashfs image is
+    checked inside the image and set to the ``sqsh://`` path the datasets read."""
+    from mmengine import fileio
+
+    from custom_modules.squashfs import split_image_path
+    from custom_modules.sqsh_backend import resolve_data_root
     for name in names:
         loader = cfg.get(name)
         if not loader:
             continue
         ds = loader['dataset']
         root = ds.get('data_root')
-        if not root or not osp.isdir(root):
+        if root and not osp.isdir(root) and split_image_path(root) is not None:
+            root = ds['data_root'] = resolve_data_root(root, flag)
+        elif not root or not osp.isdir(root):
             raise UserError(f'data folder {root!r} ({name}) does not exist: give the dataset '
                             f'with {flag} DIR')
         split = ds.get('split')
-        if split and not osp.isdir(osp.join(root, split)):
+        if split and not fileio.isdir(fileio.join_path(root, split)):
             raise UserError(f'{root} has no split folder {split!r} (it has: '
                             f'{_split_folders(root)}): pass --split with one of those')
 

@@ -1,5 +1,5 @@
-"""Importing custom_modules registers classes and the 'atomic_local' file backend, and changes
-nothing else: no other file backend, no other library's logger, no stream, warning filter,
+"""Importing custom_modules registers classes and two file backends ('atomic_local' and the
+read-only 'sqsh' under its own 'sqsh://' prefix), and changes nothing else: no other file backend, no other library's logger, no stream, warning filter,
 signal handler or environment variable (the tools quiet the console themselves)."""
 import json
 import os
@@ -71,11 +71,16 @@ def test_importing_custom_modules_changes_nothing_but_the_registries():
     snaps = json.loads(line[len('SNAPSHOTS '):])
     before, after = snaps['before'], snaps['after']
 
-    # the file backends: one added under its own name; 'local' and the '' prefix untouched
+    # the file backends: two added under their own names, one prefix added ('sqsh'); 'local'
+    # and the '' prefix untouched
     added = {k: v for k, v in after['backends'].items() if k not in before['backends']}
-    assert list(added) == ['atomic_local'] and 'AtomicLocalBackend' in added['atomic_local']
+    assert sorted(added) == ['atomic_local', 'sqsh']
+    assert 'AtomicLocalBackend' in added['atomic_local'] and 'SquashfsBackend' in added['sqsh']
     assert {k: after['backends'][k] for k in before['backends']} == before['backends']
-    assert 'LocalBackend' in before['prefixes'][''] and after['prefixes'] == before['prefixes']
+    new_prefixes = {k: v for k, v in after['prefixes'].items() if k not in before['prefixes']}
+    assert list(new_prefixes) == ['sqsh'] and 'SquashfsBackend' in new_prefixes['sqsh']
+    assert 'LocalBackend' in before['prefixes'][''] and (
+        {k: after['prefixes'][k] for k in before['prefixes']} == before['prefixes'])
     assert after['file_client'] == before['file_client']
     assert after['file_client_prefixes'] == before['file_client_prefixes']
 

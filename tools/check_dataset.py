@@ -4,6 +4,7 @@
     python tools/check_dataset.py /labeled --split validation --decode
     python tools/check_dataset.py train/unlabeled          # folder of N.PNG files
     python tools/check_dataset.py /labeled --quick         # layout + a few files, in seconds
+    python tools/check_dataset.py unlabeled_224.sqsh --decode  # a squashfs image, read as it is
 
 Unlike the dataset class, which stops at the first error, this reads every file and lists all
 problems by kind. ``--decode`` decodes every image fully (finds truncated files; slower).
@@ -28,10 +29,14 @@ sys.path.insert(0, ROOT)
 # with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
 runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
 
+from mmengine import fileio  # noqa: E402
+
 from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import (  # noqa: E402
-    BAD_IMAGE, SIZE_MISMATCH, UNPAIRED, IndexReport, LabeledDataError, _sanitize,
-    parse_label_file, scan_split)
+    BAD_IMAGE, SIZE_MISMATCH, UNPAIRED, IndexReport, LabeledDataError, _open, _sanitize,
+    _scandir, parse_label_file, scan_split)
+from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root  # noqa: E402
+from custom_modules.user_errors import UserError  # noqa: E402
 
 SPLITS = ('training', 'validation')
 QUICK_SAMPLE = 32  # files per folder that --quick reads
@@ -41,7 +46,7 @@ def _check_image(path: str, decode: bool):
     """(size, mode) of an image, or raise LabeledDataError."""
     from PIL import Image
     try:
-        with Image.open(path) as img:
+        with _open(path) as f, Image.open(f) as img:
             if decode:
                 img.load()
             return img.size, img.mode
@@ -141,13 +146,13 @@ def check_labeled_split(root: str, split: str, decode: bool, workers: int) -> in
 
 def check_unlabeled(root: str, decode: bool, workers: int) -> int:
     paths, other = [], Counter()
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            # as mmpretrain's CustomDataset(extensions=('.png',)) matches, which lower-cases names
-            if n.lower().endswith('.png'):
-                paths.append(osp.join(dirpath, n))
-            else:
-                other[osp.splitext(n)[1]] += 1
+    for name in fileio.list_dir_or_file(root, list_dir=False, recursive=True):
+        # as mmpretrain's CustomDataset(extensions=('.png',)) matches, which lower-cases names
+        if name.lower().endswith('.png'):
+            paths.append(fileio.join_path(root, name))
+        else:
+            other[osp.splitext(name)[1]] += 1
+    paths.sort()
     sizes, modes, errors = Counter(), Counter(), []
     with ProcessPoolExecutor(workers) as pool:
         for chunk in pool.map(_check_unlabeled_chunk, [(c, decode) for c in _chunks(paths, workers)]):
@@ -186,14 +191,19 @@ def _first_files(folder: str, accept, n: int, max_depth: int = 1) -> list:
     """Up to ``n`` paths of files that ``accept(name)`` in ``folder`` (and sub-folders down to
     ``max_depth``), in directory order, reading the folder only until they are found."""
     found = []
-    with os.scandir(folder) as it:
-        for entry in it:
-            if len(found) >= n:
-                break
-            if entry.is_dir() and max_depth > 1:
-                found += _first_files(entry.path, accept, n - len(found), max_depth - 1)
-            elif accept(entry.name) and entry.is_file():
-                found.append(entry.path)
+    if is_sqsh_uri(folder):  # an image's folder is listed from its index at once
+        entries = ((name, is_file) for name, is_file, _, _ in _scandir(folder))
+    else:
+        entries = ((e.name, e.is_file()) for e in os.scandir(folder))
+    for name, is_file in entries:
+        if len(found) >= n:
+            break
+        path = fileio.join_path(folder, name)
+        if not is_file and max_depth > 1:
+            if fileio.isdir(path):
+                found += _first_files(path, accept, n - len(found), max_depth - 1)
+        elif accept(name) and is_file:
+            found.append(path)
     return found
 
 
@@ -204,10 +214,11 @@ def _id_file(suffix: str):
 def quick_check_labeled_split(root: str, split: str, decode: bool = False,
                               n: int = QUICK_SAMPLE) -> int:
     """Layout and the first ``n`` images and yml files of a split, without listing it all."""
-    split_dir = osp.join(root, split)
-    img_dir, label_dir = osp.join(split_dir, 'images'), osp.join(split_dir, 'labels')
+    split_dir = fileio.join_path(root, split)
+    img_dir = fileio.join_path(split_dir, 'images')
+    label_dir = fileio.join_path(split_dir, 'labels')
     for d in (split_dir, img_dir, label_dir):
-        if not osp.isdir(d):
+        if not fileio.isdir(d):
             print(f'ERROR: {d}: folder does not exist (expected <root>/<split>/images/<id>.JPEG '
                   'and <root>/<split>/labels/<id>.yml)')
             return 1
@@ -221,12 +232,12 @@ def quick_check_labeled_split(root: str, split: str, decode: bool = False,
     items = {}
     for path in images:
         img_id = osp.basename(path)[:-len('.JPEG')]
-        items[img_id] = (int(img_id), path, osp.join(label_dir, f'{img_id}.yml'))
+        items[img_id] = (int(img_id), path, fileio.join_path(label_dir, f'{img_id}.yml'))
     for path in labels:
         img_id = osp.basename(path)[:-len('.yml')]
-        items.setdefault(img_id, (int(img_id), osp.join(img_dir, f'{img_id}.JPEG'), path))
+        items.setdefault(img_id, (int(img_id), fileio.join_path(img_dir, f'{img_id}.JPEG'), path))
     for img_id, img_path, label_path in items.values():
-        missing = [p for p in (img_path, label_path) if not osp.isfile(p)]
+        missing = [p for p in (img_path, label_path) if not fileio.isfile(p)]
         if missing:
             errors.append(f'{UNPAIRED}: {missing[0]} does not exist')
             continue
@@ -252,7 +263,8 @@ def quick_check_unlabeled(root: str, decode: bool = False, n: int = QUICK_SAMPLE
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('root', help='labeled root (with training/ validation/) or a PNG folder')
+    parser.add_argument('root', help='labeled root (with training/ validation/) or a PNG folder; '
+                        'either may be a squashfs image or a folder inside one')
     parser.add_argument('--split', action='append', help='split to check (repeatable); '
                         'default: every split folder present')
     parser.add_argument('--decode', action='store_true', help='fully decode every image')
@@ -260,22 +272,25 @@ def main(argv=None) -> int:
     parser.add_argument('--quick', action='store_true', help=f'check the layout and the first '
                         f'{QUICK_SAMPLE} files of each folder only (seconds on any size)')
     args = parser.parse_args(argv)
-    if not osp.isdir(args.root):
-        parser.error(f'{args.root}: folder does not exist')
-    splits = args.split or [s for s in SPLITS if osp.isdir(osp.join(args.root, s))]
+    try:
+        root = resolve_data_root(args.root, flag='dataset')
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    splits = args.split or [s for s in SPLITS if fileio.isdir(fileio.join_path(root, s))]
     if args.quick:
-        n_errors = (sum(quick_check_labeled_split(args.root, s, args.decode) for s in splits)
-                    if splits else quick_check_unlabeled(args.root, args.decode))
+        n_errors = (sum(quick_check_labeled_split(root, s, args.decode) for s in splits)
+                    if splits else quick_check_unlabeled(root, args.decode))
     elif splits:
         n_errors = 0
         for split in splits:
             try:
-                n_errors += check_labeled_split(args.root, split, args.decode, args.workers)
+                n_errors += check_labeled_split(root, split, args.decode, args.workers)
             except FileNotFoundError as e:
                 print(f'ERROR: {e}')
                 n_errors += 1
     else:
-        n_errors = check_unlabeled(args.root, args.decode, args.workers)
+        n_errors = check_unlabeled(root, args.decode, args.workers)
     print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
     return 1 if n_errors else 0
 

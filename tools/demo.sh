@@ -3,7 +3,8 @@
 #   synthetic data -> MoCo v2 pretraining -> Faster R-CNN fine-tuning from it -> COCO eval,
 #   plus the same fine-tuning from a random backbone, for comparison (SKIP_SCRATCH=1 skips it),
 #   then pictures: the detector's predictions on 4 validation images and the training curves.
-# DATA=DIR runs the chain on a real folder holding unlabeled/ and labeled/{training,validation}.
+# DATA=DIR runs the chain on a real folder holding unlabeled/ (a folder, or a squashfs image:
+# unlabeled.sqsh) and labeled/{training,validation}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -23,9 +24,13 @@ if [[ ! -d "$DATA/labeled" ]]; then
         --num-val 64
 fi
 "$PYTHON" tools/check_dataset.py "$DATA/labeled" | tail -n 3
+# the unlabeled set as a folder, or as a squashfs image read as it is (unlabeled.sqsh, or a file
+# named unlabeled)
+UNLABELED=$DATA/unlabeled
+[[ -e $UNLABELED || ! -f $DATA/unlabeled.sqsh ]] || UNLABELED=$DATA/unlabeled.sqsh
 
 step "1/3 MoCo v2 pretraining ($MOCO_CFG)"
-"$PYTHON" tools/train.py "$MOCO_CFG" --data-root "$DATA/unlabeled" --work-dir "$OUT/mocov2"
+"$PYTHON" tools/train.py "$MOCO_CFG" --data-root "$UNLABELED" --work-dir "$OUT/mocov2"
 MOCO_CKPT=$(last_ckpt "$OUT/mocov2")
 
 step "2/3 Faster R-CNN fine-tuning from $MOCO_CKPT"

@@ -20,13 +20,18 @@ Each label file holds ``image_size: [width, height]``, ``bboxes: [[xmin, ymin, x
 ``labels: [class name, ...]``. Every image derives its RNG from (seed, split, id), so the output is
 byte-identical for the same arguments whatever --workers is.
 
-Usage: python tools/make_synthetic_data.py --out data/synthetic [--seed 0] [--workers 4]
+With ``--sqsh`` the unlabeled images are packed instead as ``unlabeled.sqsh``, a squashfs image
+holding ``unlabeled/<i>.PNG`` as the course ships ``unlabeled_224.sqsh`` (needs Debian's
+``mksquashfs``, package squashfs-tools).
+
+Usage: python tools/make_synthetic_data.py --out data/synthetic [--seed 0] [--workers 4] [--sqsh]
 """
 import argparse
 import math
 import multiprocessing
 import runpy
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -376,6 +381,17 @@ def make_dataset(out: str | Path, seed: int = 0, num_unlabeled: int = 200, num_t
     }
 
 
+def pack_unlabeled(out: Path) -> Path:
+    """Replace ``out/unlabeled/`` by ``out/unlabeled.sqsh`` holding it (the course's layout)."""
+    image = out / 'unlabeled.sqsh'
+    # fixed times and owner: the same images give the same bytes
+    subprocess.run(['mksquashfs', str(out / 'unlabeled'), str(image), '-noappend', '-quiet',
+                    '-keep-as-directory', '-all-root', '-mkfs-time', '0', '-all-time', '0'],
+                   check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(out / 'unlabeled')
+    return image
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', required=True, help='output folder (gets labeled/ and unlabeled/)')
@@ -391,7 +407,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--workers', type=int, default=1, help='processes; output is the same')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace existing labeled/ and unlabeled/ folders under --out')
+    parser.add_argument('--sqsh', action='store_true', help='pack the unlabeled images as '
+                        'unlabeled.sqsh (a squashfs image with unlabeled/ inside) instead')
     args = parser.parse_args(argv)
+    if args.sqsh and not shutil.which('mksquashfs'):
+        sys.exit('error: --sqsh needs mksquashfs (Debian/Ubuntu: apt-get install squashfs-tools)')
+    if args.sqsh and (Path(args.out) / 'unlabeled.sqsh').exists() and not args.overwrite:
+        sys.exit(f'error: {Path(args.out) / "unlabeled.sqsh"} exists; pass --overwrite to replace it')
     try:
         s = make_dataset(args.out, seed=args.seed, num_unlabeled=args.num_unlabeled,
                          num_train=args.num_train, num_val=args.num_val,
@@ -400,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
                          workers=args.workers, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:
         sys.exit(f'error: {e}')
+    if args.sqsh:
+        pack_unlabeled(Path(args.out))
     print(f"wrote {s['unlabeled']} unlabeled, {s['training']} training, {s['validation']} "
           f"validation images; {s['objects']} labeled objects (small {s['small']}, medium "
           f"{s['medium']}, large {s['large']}) over {len(s['classes'])} classes to {s['out']}")

@@ -1,6 +1,7 @@
 """Index of the course's LabeledDataset layout, independent of mmdet.
 
-Layout: ``<root>/<split>/images/<id>.JPEG`` and ``<root>/<split>/labels/<id>.yml``; each yml
+Layout: ``<root>/<split>/images/<id>.JPEG`` and ``<root>/<split>/labels/<id>.yml``, in a folder
+or inside a squashfs image (``root`` a ``sqsh://`` path, custom_modules/sqsh_backend.py); each yml
 holds ``bboxes`` ([xmin, ymin, xmax, ymax] absolute pixels), ``labels`` (class names, same
 length) and optionally ``image_size`` ([width, height]). Width and height always come from the
 image file's header (read without decoding pixels); ``image_size`` is only compared with it.
@@ -22,6 +23,7 @@ key built from every file's name, size and mtime, so any change to the folder re
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -34,7 +36,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import yaml
+from mmengine import fileio
 
+from ..sqsh_backend import image_identity, is_sqsh_uri
+from ..sqsh_backend import scandir as sqsh_scandir
 from .classes import LABELED_CLASSES
 
 try:
@@ -118,18 +123,44 @@ class IndexReport:
                         ', '.join(self.ignored_files[:3]))
 
 
+def _scandir(folder: str) -> list[tuple[str, bool, int, int]]:
+    """(name, is a file, size, mtime_ns) of each entry of a folder or of a folder inside a
+    squashfs image (whose files have no mtime of their own: the image's identity is in the
+    cache key instead)."""
+    if is_sqsh_uri(folder):
+        return [(name, is_file, size, 0) for name, is_file, size in sqsh_scandir(folder)]
+    out = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            is_file = entry.is_file()
+            st = entry.stat() if is_file else None
+            out.append((entry.name, is_file, st.st_size if st else 0, st.st_mtime_ns if st else 0))
+    return out
+
+
+def _join(folder: str, *names: str) -> str:
+    return '/'.join([folder.rstrip('/'), *names]) if is_sqsh_uri(folder) else \
+        os.path.join(folder, *names)
+
+
+def _isdir(path: str) -> bool:
+    return fileio.isdir(path) if is_sqsh_uri(path) else os.path.isdir(path)
+
+
+def _open(path: str):
+    return io.BytesIO(fileio.get(path)) if is_sqsh_uri(path) else open(path, 'rb')
+
+
 def _list_ids(folder: str, suffix: str, ignored: list) -> tuple[dict[int, str], list]:
     """Map id -> file name for ``<id><suffix>`` files."""
     ids, stats = {}, []
-    with os.scandir(folder) as it:
-        for entry in it:
-            stem, ext = os.path.splitext(entry.name)
-            if ext != suffix or not _ID_RE.match(stem) or not entry.is_file():
-                ignored.append(os.path.join(folder, entry.name))
-                continue
-            st = entry.stat()
-            ids[int(stem)] = entry.name
-            stats.append((entry.name, st.st_size, st.st_mtime_ns))
+    for name, is_file, size, mtime_ns in _scandir(folder):
+        stem, ext = os.path.splitext(name)
+        if ext != suffix or not _ID_RE.match(stem) or not is_file:
+            ignored.append(_join(folder, name))
+            continue
+        ids[int(stem)] = name
+        stats.append((name, size, mtime_ns))
     return ids, stats
 
 
@@ -142,7 +173,7 @@ def read_image_size(path: str) -> tuple[int, int]:
     """(width, height) from the image header, without decoding pixels."""
     from PIL import Image
     try:
-        with Image.open(path) as img:
+        with _open(path) as f, Image.open(f) as img:
             return img.size
     except Exception as e:  # PIL raises several types for a bad header
         raise LabeledDataError(f'{path}: cannot read image header ({e})', BAD_IMAGE) from e
@@ -151,7 +182,7 @@ def read_image_size(path: str) -> tuple[int, int]:
 def parse_label_file(path: str, class_to_idx: dict[str, int]) -> tuple:
     """Return (image_size or None, boxes list, label indices) or raise LabeledDataError."""
     try:
-        with open(path, 'rb') as f:
+        with _open(path) as f:
             doc = yaml.load(f, Loader=_Loader)
     except yaml.YAMLError as e:
         raise LabeledDataError(f'{path}: invalid YAML ({e})'.replace('\n', ' '), BAD_YAML) from e
@@ -246,20 +277,21 @@ class SplitFiles:
 
 def scan_split(root: str, split: str) -> SplitFiles:
     """Find ``<id>.JPEG`` / ``<id>.yml`` files by listing the folders (ids need not be contiguous)."""
-    split_dir = os.path.join(root, split)
-    img_dir, label_dir = os.path.join(split_dir, 'images'), os.path.join(split_dir, 'labels')
+    split_dir = _join(root, split)
+    img_dir, label_dir = _join(split_dir, 'images'), _join(split_dir, 'labels')
     for d in (split_dir, img_dir, label_dir):
-        if not os.path.isdir(d):
+        if not _isdir(d):
             raise FileNotFoundError(f'{d}: folder does not exist (expected '
                                     f'<root>/<split>/images/<id>{IMAGE_SUFFIX} and '
                                     f'<root>/<split>/labels/<id>{LABEL_SUFFIX})')
     ignored = []
     img_ids, img_stats = _list_ids(img_dir, IMAGE_SUFFIX, ignored)
     label_ids, label_stats = _list_ids(label_dir, LABEL_SUFFIX, ignored)
+    image = (image_identity(root),) if is_sqsh_uri(root) else ()
     return SplitFiles(split_dir,
-                      {i: os.path.join(img_dir, n) for i, n in img_ids.items()},
-                      {i: os.path.join(label_dir, n) for i, n in label_ids.items()},
-                      (tuple(sorted(img_stats)), tuple(sorted(label_stats))), ignored)
+                      {i: _join(img_dir, n) for i, n in img_ids.items()},
+                      {i: _join(label_dir, n) for i, n in label_ids.items()},
+                      (tuple(sorted(img_stats)), tuple(sorted(label_stats))) + image, ignored)
 
 
 def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
@@ -271,7 +303,7 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
     if unknown:
         raise ValueError(f'metainfo classes {unknown} are not in the dataset table')
     # cached records are shared by every working directory, so their paths must not be relative
-    files = scan_split(os.path.abspath(root), split)
+    files = scan_split(root if is_sqsh_uri(root) else os.path.abspath(root), split)
     split_dir = files.split_dir
     report = IndexReport(split_dir=split_dir, ignored_files=files.ignored)
     no_image, no_label = files.unpaired()

@@ -2,7 +2,7 @@
 # The seed's flow as chained jobs: MoCo v2 pretraining (stops at epoch 100 of its 200-epoch
 # cosine schedule, as the seed did) -> s1 -> s2 -> s3 -> test, each step starting only when the
 # previous one succeeded (--dependency=afterok; time-limit requeues are waited through).
-#   UNLABELED=/scratch/$USER/train/unlabeled LABELED=/labeled \
+#   UNLABELED=/data/unlabeled_224.sqsh LABELED=/labeled \
 #   SBATCH_ARGS="-A ACCOUNT -p PARTITION" tools/slurm/submit_pipeline.sh
 # Env: MOCO=PATH skips pretraining and fine-tunes from that checkpoint; PRETRAIN_GPUS (4),
 # DET_GPUS (2), SBATCH_ARGS (account, partition, ...), DET_ARGS / MOCO_ARGS / TEST_ARGS (extra
@@ -27,19 +27,30 @@ die() { echo "error: $*" >&2; exit 2; }
 # --- checks: a job that fails hours later in the queue costs far more than these seconds
 LABELED=${LABELED:-}
 [[ -n $LABELED ]] || die "set LABELED to the labeled dataset root (the folder with training/ and validation/)"
-[[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
-for split in training validation; do
-    for sub in images labels; do
-        [[ -d $LABELED/$split/$sub ]] || die "LABELED=$LABELED has no $split/$sub/ folder: expected" \
-            "LABELED/{training,validation}/images/<id>.JPEG and .../labels/<id>.yml"
+# a path through a squashfs image (unlabeled_224.sqsh, labeled.sqsh/...) is read as it is: the
+# image and the layout inside it are checked by check_dataset.py --quick below
+in_image() {
+    local p=$1
+    while [[ $p == */* && ! -e $p ]]; do p=${p%/*}; done
+    [[ -f $p ]]
+}
+if ! in_image "$LABELED"; then
+    [[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
+    for split in training validation; do
+        for sub in images labels; do
+            [[ -d $LABELED/$split/$sub ]] || die "LABELED=$LABELED has no $split/$sub/ folder: expected" \
+                "LABELED/{training,validation}/images/<id>.JPEG and .../labels/<id>.yml"
+        done
     done
-done
+fi
 if [[ -z "${MOCO:-}" ]]; then
     [[ -n "${UNLABELED:-}" ]] || die "set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint"
-    [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint"
-    # the first PNG found ends the search: the real folder holds 512,000 on a network filesystem
-    [[ -n $(find "$UNLABELED" -maxdepth 2 -iname '*.png' -print -quit 2>/dev/null) ]] ||
-        die "UNLABELED=$UNLABELED has no .png/.PNG file (searched two levels): set UNLABELED to the unlabeled PNG folder"
+    if ! in_image "$UNLABELED"; then
+        [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled PNG folder or .sqsh image, or MOCO to a checkpoint"
+        # the first PNG found ends the search: the real folder holds 512,000 on a network filesystem
+        [[ -n $(find "$UNLABELED" -maxdepth 2 -iname '*.png' -print -quit 2>/dev/null) ]] ||
+            die "UNLABELED=$UNLABELED has no .png/.PNG file (searched two levels): set UNLABELED to the unlabeled PNG folder"
+    fi
 else
     [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
 fi
@@ -76,9 +87,14 @@ if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
         die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
             "run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
     fi
-    why=$(grep -m 1 '^ERROR: ' <<<"$out" | sed 's/^ERROR: //' || true)
+    why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
     [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
     die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)"
+fi
+if [[ -z "${MOCO:-}" ]] && in_image "$UNLABELED" &&
+        ! out=$("$PY" "$REPO/tools/check_dataset.py" "$UNLABELED" --quick 2>&1); then
+    why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
+    die "UNLABELED=$UNLABELED: ${why:-$(tail -n 1 <<<"$out")}"
 fi
 export PYTHON=$PY
 

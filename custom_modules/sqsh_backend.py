@@ -1,0 +1,167 @@
+"""Datasets read straight out of a squashfs image (``unlabeled_224.sqsh``, ``labeled.sqsh``).
+
+A data root that goes through an image file, ``/data/unlabeled_224.sqsh`` or
+``/data/unlabeled_224.sqsh/unlabeled``, becomes the URI ``sqsh:///data/unlabeled_224.sqsh/unlabeled``
+(:func:`resolve_data_root`). mmengine picks a storage backend by the part of a path before
+``://``, so the ``sqsh`` backend registered here serves every read of such a path: the
+datasets' folder scans (``list_dir_or_file``, ``isdir``) and mmcv's ``LoadImageFromFile``
+(``fileio.get``). The loading transforms and the configs stay upstream's and ours as they are;
+only the data root changes. The image format itself is read by :mod:`custom_modules.squashfs`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import os.path as osp
+from typing import Iterator
+
+from mmengine.fileio.backends import BaseStorageBackend, register_backend
+
+from .squashfs import SquashfsError, open_image, split_image_path
+from .user_errors import UserError
+
+SCHEME = 'sqsh://'
+
+
+def is_sqsh_uri(path) -> bool:
+    return isinstance(path, str) and path.startswith(SCHEME)
+
+
+def _parse(uri: str):
+    """(image, inner path) of a ``sqsh://`` URI."""
+    found = split_image_path(uri)
+    if found is None:
+        raise FileNotFoundError(f'{uri}: no squashfs image on this path')
+    return open_image(found[0]), found[1]
+
+
+def _inner(inner: str, *more: str) -> str:
+    return '/'.join(p.strip('/') for p in (inner, *more) if p.strip('/'))
+
+
+def resolve_data_root(path: str, flag: str = '--data-root') -> str:
+    """``path`` as the datasets read it: a folder as it is, a path through a squashfs image as
+    a validated ``sqsh://`` URI. Raises UserError (one line, naming the file) for a missing
+    folder, a file that is no readable squashfs image, a path that is not a folder inside the
+    image, and an image without any file."""
+    if is_sqsh_uri(path) or not osp.isdir(path):
+        found = split_image_path(path)
+        if found is None:
+            raise UserError(f'{flag} {path}: folder does not exist')
+        image_path, inner = found
+        try:
+            image = open_image(image_path)
+        except SquashfsError as e:
+            why = str(e)  # it names the image, which the path given names too
+            why = why[len(image_path) + 2:] if why.startswith(image_path + ': ') else why
+            raise UserError(f'{flag} {path}: {why}') from e
+        if not image.isdir(inner):
+            what = 'a file' if image.isfile(inner) else 'not in the image'
+            raise UserError(f'{flag} {path}: {inner!r} is {what}; give the image itself or a '
+                            f'folder inside it (it has: {_top_level(image)})')
+        if not image.files(inner):
+            raise UserError(f'{flag} {path}: the squashfs image {image_path} has no file'
+                            + (f' under {inner!r}' if inner else ''))
+        return SCHEME + osp.abspath(image_path) + ('/' + inner if inner else '')
+    return path
+
+
+def _top_level(image) -> str:
+    names = [n + ('/' if d else '') for n, d in image.listdir('')[:8]]
+    return ', '.join(names) or 'nothing'
+
+
+def image_identity(uri: str) -> str:
+    """What identifies the image a ``sqsh://`` path reads: its size and a digest of its
+    superblock (creation time, table positions, counts), so a resumed run notices another or
+    rebuilt image even at the same path, and a copy of the same image is still the same."""
+    image, _ = _parse(uri)
+    with open(image.path, 'rb') as f:
+        head = f.read(96)
+    return f'{os.path.getsize(image.path)} bytes, superblock sha256 ' \
+           f'{hashlib.sha256(head).hexdigest()[:16]}'
+
+
+def scandir(uri: str) -> list[tuple[str, bool, int]]:
+    """(name, is a file, size) of each entry of a folder inside an image."""
+    image, inner = _parse(uri)
+    return [(name, not is_dir, 0 if is_dir else image.size(_inner(inner, name)))
+            for name, is_dir in image.listdir(inner)]
+
+
+class SquashfsBackend(BaseStorageBackend):
+    """Read-only mmengine storage backend for ``sqsh://<image path>/<path inside>``.
+
+    Holds nothing but the per-process table of open images in custom_modules.squashfs, which
+    reads with positional reads: loader workers forked from a process that already read are
+    correct, and spawned ones open the image again (its index comes from the on-disk cache).
+    """
+
+    def get(self, filepath) -> bytes:
+        image, inner = _parse(str(filepath))
+        return image.read(inner)
+
+    def get_text(self, filepath, encoding: str = 'utf-8') -> str:
+        return self.get(filepath).decode(encoding)
+
+    def exists(self, filepath) -> bool:
+        try:
+            image, inner = _parse(str(filepath))
+        except FileNotFoundError:
+            return False
+        return image.exists(inner)
+
+    def isdir(self, filepath) -> bool:
+        try:
+            image, inner = _parse(str(filepath))
+        except FileNotFoundError:
+            return False
+        return image.isdir(inner)
+
+    def isfile(self, filepath) -> bool:
+        try:
+            image, inner = _parse(str(filepath))
+        except FileNotFoundError:
+            return False
+        return image.isfile(inner)
+
+    def join_path(self, filepath, *filepaths) -> str:
+        return '/'.join([str(filepath).rstrip('/')]
+                        + [str(p).strip('/') for p in filepaths if str(p).strip('/')])
+
+    def list_dir_or_file(self, dir_path, list_dir: bool = True, list_file: bool = True,
+                         suffix=None, recursive: bool = False) -> Iterator[str]:
+        """Paths relative to ``dir_path``, as mmengine's LocalBackend gives them."""
+        if list_dir and suffix is not None:
+            raise TypeError('`suffix` should be None when `list_dir` is True')
+        image, inner = _parse(str(dir_path))
+        if not image.isdir(inner):
+            raise FileNotFoundError(f'{dir_path}: not a folder in the image')
+
+        def wanted(name: str) -> bool:
+            return suffix is None or name.endswith(suffix)
+
+        if not recursive:
+            for name, is_dir in image.listdir(inner):
+                if (is_dir and list_dir) or (not is_dir and list_file and wanted(name)):
+                    yield name
+            return
+        start = len(inner) + 1 if inner else 0
+        if list_dir:
+            stack = [inner]
+            while stack:
+                here = stack.pop()
+                for name, is_dir in image.listdir(here):
+                    path = _inner(here, name)
+                    if is_dir:
+                        yield path[start:]
+                        stack.append(path)
+                    elif list_file and wanted(name):
+                        yield path[start:]
+        elif list_file:
+            for path in image.files(inner):
+                if wanted(path.rsplit('/', 1)[-1]):
+                    yield path[start:]
+
+
+register_backend('sqsh', SquashfsBackend, prefixes='sqsh')

@@ -1,0 +1,285 @@
+"""Datasets read straight out of squashfs images, through the tools a user runs: training from
+``unlabeled.sqsh`` equals training from the unpacked folder, the labeled layout inside an image
+indexes as the folder does, check_dataset.py reads images, bad images stop the tools with one
+``error:`` line before training, a damaged file inside a good image is skipped like an unreadable
+PNG, and submit_pipeline.sh takes ``UNLABELED=...sqsh``."""
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+
+from squashfs_tools import mksquashfs, mksquashfs_unavailable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+MOCO_DEMO = 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py'
+SUBMIT = os.path.join(REPO, 'tools', 'slurm', 'submit_pipeline.sh')
+
+_why = mksquashfs_unavailable()
+pytestmark = pytest.mark.skipif(_why is not None, reason=f'squashfs tests skipped: {_why}')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def own_cache(tmp_path_factory):
+    """The image indexes (and labeled indexes) of these throw-away images go to a temporary
+    cache, in this process and the tools it starts, not into the user's ~/.cache."""
+    old = os.environ.get('XDG_CACHE_HOME')
+    os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))
+    yield
+    if old is None:
+        del os.environ['XDG_CACHE_HOME']
+    else:
+        os.environ['XDG_CACHE_HOME'] = old
+
+
+def _tool(*args, timeout=600, **kwargs):
+    return subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """The same generated images twice: one data folder with unlabeled.sqsh (as
+    make_synthetic_data.py --sqsh writes it), one unpacked; and the labeled set packed too."""
+    root = tmp_path_factory.mktemp('sqsh-data')
+    args = ['--seed', '0', '--num-unlabeled', '16', '--num-train', '4', '--num-val', '3',
+            '--unlabeled-size', '96']
+    for name, extra in (('packed', ['--sqsh']), ('folder', [])):
+        r = _tool('tools/make_synthetic_data.py', '--out', str(root / name), *args, *extra)
+        assert r.returncode == 0, r.stderr
+    assert not (root / 'packed' / 'unlabeled').exists()
+    labeled = mksquashfs(str(root / 'folder' / 'labeled'), str(root / 'labeled.sqsh'))
+    return dict(root=root, image=str(root / 'packed' / 'unlabeled.sqsh'),
+                folder=str(root / 'folder' / 'unlabeled'), labeled=labeled,
+                labeled_folder=str(root / 'folder' / 'labeled'))
+
+
+def test_make_synthetic_data_packs_the_same_pngs(data):
+    from custom_modules.squashfs import open_image
+    image = open_image(data['image'])
+    names = sorted(os.listdir(data['folder']))
+    assert image.files('') == [f'unlabeled/{n}' for n in names]  # the course's layout
+    for n in names:
+        with open(os.path.join(data['folder'], n), 'rb') as f:
+            assert image.read(f'unlabeled/{n}') == f.read(), n
+
+
+def _train(work, data_root):
+    r = _tool('tools/train.py', MOCO_DEMO, '--data-root', data_root, '--work-dir', str(work),
+              '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=4')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with open(work / 'last_checkpoint') as f:
+        return torch.load(f.read().strip(), map_location='cpu', weights_only=False)
+
+
+def test_training_from_the_image_equals_training_from_the_folder(data, tmp_path):
+    # same files, same order, same seeds, two loader workers: the same weights bit for bit
+    from_image = _train(tmp_path / 'image', data['image'])
+    from_folder = _train(tmp_path / 'folder', data['folder'])
+    assert from_image['meta']['iter'] == from_folder['meta']['iter'] == 4
+    a, b = from_image['state_dict'], from_folder['state_dict']
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    # the run record names the image by path, size and superblock digest
+    import json
+    with open(tmp_path / 'image' / 'run_inputs.json') as f:
+        inputs = json.load(f)['inputs']
+    uri = 'sqsh://' + os.path.abspath(data['image'])
+    assert inputs['train_dataloader.dataset.data_root'] == uri
+    size = os.path.getsize(data['image'])
+    assert inputs['train_dataloader.dataset.data_root (image)'].startswith(f'{size} bytes, ')
+
+
+def test_a_folder_inside_the_image_is_a_data_root(data):
+    from mmengine.config import Config
+
+    from custom_modules.config_edits import set_data_root
+    cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
+    set_data_root(cfg, data['image'] + '/unlabeled/')
+    uri = 'sqsh://' + os.path.abspath(data['image']) + '/unlabeled'
+    assert cfg.train_dataloader.dataset.data_root == uri == cfg.data_root
+
+
+def _records(root):
+    from custom_modules.datasets.labeled_index import load_split
+    records, report = load_split(root, 'training', use_cache=False)
+    return [(r.img_id, os.path.basename(r.img_path), r.width, r.height, r.bboxes.tolist(),
+             r.labels.tolist()) for r in records], report
+
+
+def test_labeled_layout_inside_an_image_indexes_as_the_folder(data, cache_dir):
+    from mmengine import fileio
+
+    from custom_modules.datasets.labeled_index import load_split
+    from custom_modules.sqsh_backend import resolve_data_root
+    uri = resolve_data_root(data['labeled'])
+    packed, report = _records(uri)
+    unpacked, _ = _records(data['labeled_folder'])
+    assert packed == unpacked and len(packed) == 4
+    assert report.split_dir == uri + '/training'
+    # every image a record names is the folder's file, byte for byte
+    records, _ = load_split(uri, 'training', use_cache=False)
+    for r in records:
+        rel = r.img_path[len(uri) + 1:]
+        with open(os.path.join(data['labeled_folder'], rel), 'rb') as f:
+            assert fileio.get(r.img_path) == f.read()
+    # cached like the folder's index, keyed by the image
+    first = load_split(uri, 'training', cache_dir=cache_dir)[1]
+    again = load_split(uri, 'training', cache_dir=cache_dir)[1]
+    assert not first.from_cache and again.from_cache
+
+
+def _report_lines(out, root):
+    return [line.replace(root, 'ROOT') for line in out.splitlines()]
+
+
+def test_check_dataset_reads_images(data):
+    r = _tool('tools/check_dataset.py', data['image'], '--decode')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '.PNG images: 16' in r.stdout and 'sizes: 96x96: 16' in r.stdout
+    assert r.stdout.splitlines()[-1] == 'OK'
+    r = _tool('tools/check_dataset.py', data['image'], '--quick')
+    assert r.returncode == 0 and '16 files read' in r.stdout, r.stdout + r.stderr
+    # the labeled image: the same report as the unpacked folder, paths aside
+    packed = _tool('tools/check_dataset.py', data['labeled'])
+    folder = _tool('tools/check_dataset.py', data['labeled_folder'])
+    assert packed.returncode == folder.returncode == 0, packed.stdout + packed.stderr
+    uri = 'sqsh://' + os.path.abspath(data['labeled'])
+    assert _report_lines(packed.stdout, uri) == _report_lines(folder.stdout,
+                                                              data['labeled_folder'])
+
+
+@pytest.fixture(scope='module')
+def bad_images(data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('bad-sqsh')
+    with open(data['image'], 'rb') as f:
+        whole = f.read()
+    truncated = tmp / 'truncated.sqsh'
+    truncated.write_bytes(whole[:len(whole) // 2])
+    not_sqsh = tmp / 'zip.sqsh'
+    not_sqsh.write_bytes(b'PK\x03\x04' + bytes(200))
+    (tmp / 'empty').mkdir()
+    empty = mksquashfs(str(tmp / 'empty'), str(tmp / 'empty.sqsh'))
+    return dict(truncated=str(truncated), not_sqsh=str(not_sqsh), empty=empty,
+                outside=data['image'] + '/no/such/folder')
+
+
+@pytest.mark.parametrize('case,words', [
+    ('truncated', ['truncated']), ('not_sqsh', ['not a squashfs image']),
+    ('empty', ['has no file']), ('outside', ["'no/such/folder'", 'not in the image'])])
+def test_a_bad_image_stops_train_py_with_one_error_line(bad_images, tmp_path, case, words):
+    path = bad_images[case]
+    r = _tool('tools/train.py', MOCO_DEMO, '--data-root', path, '--work-dir', str(tmp_path / 'w'))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith('error: ') and path.split('.sqsh')[0] in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / 'w').exists()  # stopped before anything was set up
+
+
+def test_check_dataset_refuses_a_bad_image(bad_images):
+    r = _tool('tools/check_dataset.py', bad_images['truncated'])
+    assert r.returncode == 2 and r.stderr.startswith('error: ') and 'truncated' in r.stderr
+
+
+def test_a_damaged_file_inside_the_image_is_skipped_and_counted(tmp_path):
+    """A file whose stored bytes are damaged decodes to garbage: UnlabeledImageFolder names it
+    in the log, trains on another image in its place and counts it."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    from custom_modules.sqsh_backend import resolve_data_root
+    from mmpretrain.registry import DATASETS
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(4):
+        Image.effect_noise((64, 64), 40 + i).convert('RGB').save(src / f'{i}.PNG')
+    # uncompressed data and no fragments: each file's bytes lie in the image as they are
+    image = mksquashfs(str(src), str(tmp_path / 'u.sqsh'), '-noD', '-no-fragments')
+    blob = bytearray(open(image, 'rb').read())
+    victim = (src / '2.PNG').read_bytes()
+    at = blob.find(victim)
+    assert at > 0
+    blob[at + 100:at + 400] = bytes(300)
+    open(image, 'wb').write(bytes(blob))
+
+    cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.data_root = resolve_data_root(image)
+    init_default_scope('mmpretrain')
+    MMLogger.get_instance(f'sqsh-{uuid.uuid4().hex}', log_level='WARNING')
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    MMLogger.get_current_instance().addHandler(handler)
+    ds = DATASETS.build(ds_cfg)
+    names = [os.path.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
+    item = ds[names.index('2.PNG')]
+    assert len(item['inputs']) == 2  # another image took its place
+    assert ds.unreadable.num_files == 1
+    assert [f.endswith('u.sqsh/2.PNG') for f in ds.unreadable_files()] == [True]
+    assert any('unreadable image sqsh://' in m and '2.PNG' in m for m in messages), messages
+
+
+def _fake_sbatch(tmp):
+    bin_dir = tmp / 'bin'
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp / 'calls.log'
+    sbatch = bin_dir / 'sbatch'
+    sbatch.write_text(f'#!/usr/bin/env bash\necho "sbatch $*" >> {log}\n'
+                      f'echo $((1000 + $(wc -l < {log})))\n')
+    sbatch.chmod(0o755)
+    return bin_dir, log
+
+
+def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tmp_path):
+    bin_dir, log = _fake_sbatch(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ('MOCO', 'LABELED', 'UNLABELED')}
+    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', PYTHON=PY)
+    work = tmp_path / 'submit'
+    work.mkdir()
+
+    def submit(**kw):
+        return subprocess.run(['bash', SUBMIT], env=dict(env, **kw), cwd=work,
+                              capture_output=True, text=True, timeout=300)
+    r = submit(UNLABELED=data['image'], LABELED=data['labeled'])
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 5 and f'--data-root {data["image"]} ' in calls[0] + ' ', calls
+    log.unlink()
+    r = submit(UNLABELED=bad_images['truncated'], LABELED=data['labeled'])
+    assert r.returncode == 2 and not log.exists(), r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: UNLABELED={bad_images["truncated"]}')
+    assert 'truncated' in lines[0]
+
+
+def test_an_image_changed_under_a_work_folder_is_noticed(data, tmp_path):
+    """The record identifies the image itself: another image at the same path (rebuilt, other
+    files) is a changed input for --resume."""
+    from custom_modules.resume_policy import run_inputs
+    from mmengine.config import Config
+
+    from custom_modules.config_edits import set_data_root
+    image = tmp_path / 'u.sqsh'
+    shutil.copy(data['image'], image)
+    cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
+    set_data_root(cfg, str(image))
+    before = run_inputs(cfg)
+    src = tmp_path / 'src'
+    shutil.copytree(data['folder'], src)
+    os.remove(src / '3.PNG')
+    mksquashfs(str(src), str(image), '-keep-as-directory')
+    after = run_inputs(cfg)
+    key = 'train_dataloader.dataset.data_root (image)'
+    assert before[key] != after[key]
+    assert hashlib.sha256(open(image, 'rb').read(96)).hexdigest()[:16] in after[key]

@@ -1,0 +1,332 @@
+"""custom_modules.squashfs against Debian's mksquashfs: every file's bytes for every compression,
+with and without fragments, the folder queries against os.walk, fork and spawn loader workers
+sharing an image opened before they start, damaged images, and the on-disk index cache."""
+import hashlib
+import os
+import pickle
+import shutil
+import stat
+import sys
+
+import pytest
+
+from custom_modules import squashfs
+from custom_modules.squashfs import SquashfsError, SquashfsImage, open_image, split_image_path
+from squashfs_tools import (HashDataset, make_tree, mksquashfs, mksquashfs_unavailable,
+                            tree_hashes)
+
+_why = mksquashfs_unavailable()
+needs_mksquashfs = pytest.mark.skipif(_why is not None, reason=str(_why))
+# every compressor Debian's mksquashfs 4.5 offers
+COMPRESSIONS = ('gzip', 'xz', 'lzo', 'lz4', 'zstd', 'lzma')
+BLOCK = 4096
+
+
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    return make_tree(str(tmp_path_factory.mktemp('src')), BLOCK)
+
+
+@pytest.fixture(scope='module')
+def want(tree):
+    return tree_hashes(tree)
+
+
+@pytest.fixture(scope='module')
+def build(tree, tmp_path_factory):
+    """build(comp, *options) -> path of an image of the tree, made once per module."""
+    out = tmp_path_factory.mktemp('images')
+    made = {}
+
+    def _build(comp='gzip', *options):
+        key = (comp, *options)
+        if key not in made:
+            name = '-'.join(o.strip('-') for o in key) + '.sqsh'
+            made[key] = mksquashfs(tree, str(out / name), '-comp', comp, '-b', str(BLOCK),
+                                   *options)
+        return made[key]
+    return _build
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / 'index-cache')
+
+
+def _copy(src: str, dst) -> str:
+    shutil.copyfile(src, dst)
+    return str(dst)
+
+
+@needs_mksquashfs
+@pytest.mark.parametrize('fragments', ['fragments', '-no-fragments', '-always-use-fragments'])
+@pytest.mark.parametrize('comp', COMPRESSIONS)
+def test_every_file_byte_equal(build, want, cache, comp, fragments):
+    options = () if fragments == 'fragments' else (fragments,)
+    image = SquashfsImage(build(comp, *options), cache)
+    assert image.compression == comp and image.block_size == BLOCK
+    files = image.files()
+    assert files == sorted(want)
+    assert image.num_files == len(want)
+    got = {p: hashlib.sha256(image.read(p)).hexdigest() for p in files}
+    assert got == want
+    # the cases are really in the image: sparse blocks, extended file and folder inodes,
+    # files of several blocks, and fragment tails unless -no-fragments
+    types = image._types.tolist()
+    assert types[8] >= 1 and types[9] >= 1, types  # extended folder / file inodes
+    assert (image._blocks == 0).any()  # sparse block
+    is_file = image._kind == squashfs.FILE
+    with_fragment = is_file & (image._frag_idx != 0xFFFFFFFF)
+    assert (image._b[is_file] > 2 * BLOCK).sum() >= 3
+    tails = with_fragment & (image._b > BLOCK)  # blocks + a fragment tail
+    if fragments == '-no-fragments':
+        assert not with_fragment.any()
+    elif fragments == 'fragments':  # mksquashfs's default: only files under a block
+        assert with_fragment.sum() > 40 and not tails.any()
+    else:
+        assert tails.sum() >= 5
+
+
+@needs_mksquashfs
+def test_folder_queries_match_os_walk(build, tree, cache):
+    image = SquashfsImage(build('gzip'), cache)
+    for here, dirs, names in os.walk(tree):
+        rel = os.path.relpath(here, tree).replace(os.sep, '/')
+        rel = '' if rel == '.' else rel
+        assert image.isdir(rel) and image.exists(rel) and not image.isfile(rel)
+        expected = sorted([(d, True) for d in dirs] + [(n, False) for n in names])
+        assert image.listdir(rel) == expected
+        expected_files = sorted(
+            os.path.relpath(os.path.join(h, n), tree).replace(os.sep, '/')
+            for h, _, ns in os.walk(here) for n in ns
+            if not os.path.islink(os.path.join(h, n)))
+        assert image.files(rel) == expected_files
+        for n in names:
+            inner = f'{rel}/{n}' if rel else n
+            path = os.path.join(here, n)
+            assert image.exists(inner) and not image.isdir(inner)
+            if os.path.islink(path):  # a symlink is listed, but it is no regular file
+                assert not image.isfile(inner)
+                continue
+            assert image.isfile(inner)
+            assert image.size(inner) == os.path.getsize(path)
+    # the same paths written other ways
+    assert image.isdir('/a/b/') and image.isfile('./a//text.txt') and image.isdir('.')
+    assert image.listdir() == image.listdir('/')
+    for missing in ('nope', 'a/nope', 'a/text.txt/x', 'tiny.txt/x', 'names/été.tx'):
+        assert not image.exists(missing) and not image.isfile(missing)
+        assert not image.isdir(missing)
+    assert image.files('empty_dir') == [] and image.listdir('empty_dir') == []
+
+
+@needs_mksquashfs
+def test_missing_inner_path(build, cache):
+    image = SquashfsImage(build('gzip'), cache)
+    with pytest.raises(FileNotFoundError, match=r"gzip.sqsh: no 'a/nope.png'"):
+        image.read('a/nope.png')
+    with pytest.raises(FileNotFoundError):
+        image.size('nope')
+    with pytest.raises(FileNotFoundError):
+        image.listdir('nope')
+    with pytest.raises(IsADirectoryError):
+        image.read('a')
+    with pytest.raises(NotADirectoryError):
+        image.listdir('tiny.txt')
+
+
+def _load_all(image, paths, context):
+    import torch.utils.data as tud
+    loader = tud.DataLoader(HashDataset(image, paths), batch_size=None, num_workers=2,
+                            multiprocessing_context=context)
+    return list(loader)
+
+
+@needs_mksquashfs
+@pytest.mark.parametrize('context', ['fork', 'spawn'])
+def test_loader_workers_share_an_image_opened_before(build, want, cache, context):
+    image = open_image(build('gzip', '-no-fragments'), cache)
+    paths = image.files()
+    image.read(paths[0])  # the descriptor is in use before the workers start
+    assert len(pickle.dumps(image)) < 1000  # the index travels as its cache file, not pickled
+    rows = _load_all(image, paths * 4, context)
+    assert len(rows) == 4 * len(paths)
+    assert all(want[p] == h for p, h, *_ in rows)
+    pids = {row[2] for row in rows}
+    assert len(pids) == 2 and os.getpid() not in pids
+    if context == 'spawn':  # a spawned worker maps the cached index, it does not build one
+        assert all(from_cache and builds == 0 for *_, from_cache, builds in rows)
+    # the parent still reads correctly after its workers
+    assert hashlib.sha256(image.read(paths[-1])).hexdigest() == want[paths[-1]]
+
+
+@needs_mksquashfs
+def test_not_squashfs_truncated_and_unsupported(build, tmp_path, cache, monkeypatch):
+    other = tmp_path / 'notes.sqsh'
+    other.write_bytes(b'this is not an image' * 10)
+    with pytest.raises(SquashfsError, match=r'notes.sqsh: not a squashfs image'):
+        SquashfsImage(str(other), cache)
+    with pytest.raises(SquashfsError, match=r'missing.sqsh: squashfs image does not exist'):
+        SquashfsImage(str(tmp_path / 'missing.sqsh'), cache)
+
+    old = _copy(build('gzip'), tmp_path / 'old.sqsh')
+    with open(old, 'r+b') as f:
+        f.seek(28)
+        f.write((3).to_bytes(2, 'little'))
+    with pytest.raises(SquashfsError, match=r'old.sqsh: not a squashfs image of version 4.0 '
+                                            r'\(it has version 3.0\)'):
+        SquashfsImage(old, cache)
+
+    cut = _copy(build('gzip'), tmp_path / 'cut.sqsh')
+    size = os.path.getsize(cut)
+    os.truncate(cut, size // 2)
+    with pytest.raises(SquashfsError, match=rf'cut.sqsh: truncated squashfs image: '
+                                            rf'{size // 2} of \d+ bytes'):
+        SquashfsImage(cut, cache)
+
+    # a compression id no squashfs writer uses
+    odd = _copy(build('gzip'), tmp_path / 'odd.sqsh')
+    with open(odd, 'r+b') as f:
+        f.seek(20)
+        f.write((9).to_bytes(2, 'little'))
+    with pytest.raises(SquashfsError) as e:
+        SquashfsImage(odd, cache)
+    assert 'odd.sqsh: unknown squashfs compression id 9' in str(e.value)
+    assert 'mksquashfs unpacked new.sqsh -comp gzip' in str(e.value)
+
+    # a compression whose package is not installed: one line naming it and the repack command
+    monkeypatch.setitem(sys.modules, 'lzallright', None)
+    with pytest.raises(SquashfsError) as e:
+        SquashfsImage(build('lzo'), cache)
+    msg = str(e.value)
+    assert '\n' not in msg and 'lzo.sqsh: compressed with lzo' in msg and 'lzallright' in msg
+    assert f'unsquashfs -d unpacked {build("lzo")} && mksquashfs unpacked new.sqsh -comp gzip' \
+        in msg
+
+
+def _offset_of(image, inner):
+    """(disk offset, on-disk size, compressed) of the first data block of ``inner``."""
+    i = image._find(inner)
+    size = int(image._blocks[int(image._blk[i])])
+    return int(image._a[i]), size & 0xFFFFFF, not size & (1 << 24)
+
+
+@needs_mksquashfs
+def test_damaged_data_block_names_the_image(build, want, tmp_path, cache):
+    bad = _copy(build('gzip', '-no-fragments'), tmp_path / 'bad.sqsh')
+    image = SquashfsImage(bad, cache)
+    offset, size, compressed = _offset_of(image, 'a/text.txt')
+    assert compressed  # text compresses: mksquashfs stores the block compressed
+    with open(bad, 'r+b') as f:
+        f.seek(offset + size // 2)
+        f.write(b'\xff' * 16)
+    image = SquashfsImage(bad, cache)
+    with pytest.raises(SquashfsError, match=r"bad.sqsh: damaged squashfs image: 'a/text.txt' "
+                                            r'has a block at offset \d+ that does not decompress'):
+        image.read('a/text.txt')
+    assert hashlib.sha256(image.read('a/random.bin')).hexdigest() == want['a/random.bin']
+
+    # damaged metadata (the inode table): found when the image is opened
+    meta = _copy(build('gzip'), tmp_path / 'meta.sqsh')
+    start = int.from_bytes(open(meta, 'rb').read(96)[64:72], 'little')  # inode_table_start
+    with open(meta, 'r+b') as f:
+        f.seek(start + 40)
+        f.write(b'\x00\x13' * 32)
+    with pytest.raises(SquashfsError, match=r'meta.sqsh: damaged squashfs image'):
+        SquashfsImage(meta, cache)
+
+
+@needs_mksquashfs
+def test_index_cache_reused_then_rebuilt_after_a_change(build, tree, tmp_path, cache):
+    path = _copy(build('gzip'), tmp_path / 'data.sqsh')
+    builds = squashfs.build_count
+    first = SquashfsImage(path, cache)
+    assert squashfs.build_count == builds + 1 and not first.from_cache
+    [cached] = [f for f in os.listdir(cache) if f.endswith('.npy')]  # no temporary file left
+    cache_file = os.path.join(cache, cached)
+    mtime = os.stat(cache_file).st_mtime_ns
+    assert oct(stat.S_IMODE(os.stat(cache_file).st_mode)) == oct(0o666 & ~_umask())
+
+    again = SquashfsImage(path, cache)
+    assert again.from_cache and squashfs.build_count == builds + 1
+    assert os.stat(cache_file).st_mtime_ns == mtime
+    assert again.files() == first.files() and again.read('a/text.txt') == first.read('a/text.txt')
+
+    # open_image: one object per process and image
+    assert open_image(path, cache) is open_image(os.path.join(str(tmp_path), '.', 'data.sqsh'),
+                                                 cache)
+
+    # rewritten in place (another tree, another mtime): a new index, never the stale one
+    with open(os.path.join(tree, 'tiny.txt'), 'rb') as f:
+        old_tiny = f.read()
+    changed = str(tmp_path / 'changed')
+    shutil.copytree(tree, changed, symlinks=True)
+    with open(os.path.join(changed, 'tiny.txt'), 'wb') as f:
+        f.write(b'changed and longer')
+    os.remove(os.path.join(changed, 'a', 'random.bin'))
+    before = open_image(path, cache)
+    mksquashfs(changed, path, '-b', str(BLOCK))
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    rebuilt = SquashfsImage(path, cache)
+    assert squashfs.build_count == builds + 2 and not rebuilt.from_cache
+    assert rebuilt.read('tiny.txt') == b'changed and longer' != old_tiny
+    assert not rebuilt.exists('a/random.bin')
+    # the old image's index is gone, the new one is there
+    assert [f for f in os.listdir(cache) if f.endswith('.npy')] == [os.path.basename(
+        rebuilt.cache_path)] != [cached]
+    reopened = open_image(path, cache)
+    assert reopened is not before and reopened.read('tiny.txt') == b'changed and longer'
+    # the object opened before the change refuses to read the new file in a new process
+    with pytest.raises(SquashfsError, match='changed on disk'):
+        pickle.loads(pickle.dumps(before))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@needs_mksquashfs
+def test_unwritable_cache_still_reads(build, want, tmp_path, caplog):
+    blocker = tmp_path / 'file'
+    blocker.write_text('a file where the cache folder would be')
+    image = SquashfsImage(build('zstd'), str(blocker / 'sub'))
+    assert 'cannot cache the squashfs index' in caplog.text
+    assert hashlib.sha256(image.read('a/text.txt')).hexdigest() == want['a/text.txt']
+
+
+@needs_mksquashfs
+@pytest.mark.parametrize('content', ['nothing', 'empty folders'])
+def test_image_without_files_opens(tmp_path, cache, content):
+    src = tmp_path / 'src'
+    src.mkdir()
+    if content == 'empty folders':
+        (src / 'a' / 'b').mkdir(parents=True)
+    image = SquashfsImage(mksquashfs(str(src), str(tmp_path / 'empty.sqsh')), cache)
+    assert image.num_files == 0 and image.files() == [] and image.isdir('')
+    assert image.listdir() == ([] if content == 'nothing' else [('a', True)])
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    assert squashfs.default_cache_dir() == os.path.join(str(tmp_path), 'sqsh-index')
+    monkeypatch.delenv('XDG_CACHE_HOME')
+    assert squashfs.default_cache_dir() == os.path.expanduser('~/.cache/sqsh-index')
+
+
+def test_split_image_path(tmp_path, monkeypatch):
+    sub = tmp_path / 'data' / 'sets'
+    sub.mkdir(parents=True)
+    img = sub / 'u.sqsh'
+    img.write_bytes(b'not opened')
+    img = str(img)
+    assert split_image_path(img) == (img, '')
+    assert split_image_path(img + '/') == (img, '')
+    assert split_image_path('sqsh://' + img + '/unlabeled/0.png') == (img, 'unlabeled/0.png')
+    assert split_image_path(img + '//unlabeled//x/./0.png/') == (img, 'unlabeled/x/0.png')
+    assert split_image_path(str(sub)) is None  # a folder, no image on the way
+    assert split_image_path(str(tmp_path / 'nope' / 'u.sqsh' / 'a')) is None
+    assert split_image_path('') is None and split_image_path('sqsh://') is None
+    monkeypatch.chdir(tmp_path)
+    assert split_image_path('data/sets/u.sqsh/a/b') == ('data/sets/u.sqsh', 'a/b')
+    assert split_image_path('sqsh://data/sets/u.sqsh') == ('data/sets/u.sqsh', '')
