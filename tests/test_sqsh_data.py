@@ -283,3 +283,53 @@ def test_an_image_changed_under_a_work_folder_is_noticed(data, tmp_path):
     key = 'train_dataloader.dataset.data_root (image)'
     assert before[key] != after[key]
     assert hashlib.sha256(open(image, 'rb').read(96)).hexdigest()[:16] in after[key]
+
+
+PRETRAIN_CONFIGS = ['mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py',
+                    'mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py',
+                    'densecl/densecl_resnet50_4xb32-coslr-200e_unlabeled224.py',
+                    'densecl/densecl_resnet50_1xb16-coslr-8e_synthetic96.py',
+                    'mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py',
+                    'mae/mae_vit-tiny-p16_1xb16-coslr-8e_synthetic96.py']
+DETECTION_CONFIGS = ['faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-s1-23e_labeled.py',
+                     'faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py',
+                     'vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2-s1-frozen-20e_labeled512.py']
+
+
+def _first_item(config, data_root, names):
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from custom_modules.config_edits import set_data_root
+    from custom_modules.user_errors import check_data_folders
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', config))
+    set_data_root(cfg, data_root, names=names)
+    check_data_folders(cfg, names=names)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    items = []
+    for name in names:
+        ds = DATASETS.build(cfg[name].dataset)
+        items.append((len(ds), ds[0]))
+    return items
+
+
+@pytest.mark.parametrize('config', PRETRAIN_CONFIGS)
+def test_every_pretraining_config_reads_the_image(data, config):
+    [(n, item)] = _first_item(config, data['image'], ('train_dataloader', ))
+    assert n == 16 and item['data_samples'].img_path.startswith('sqsh://')
+
+
+@pytest.mark.parametrize('config', DETECTION_CONFIGS)
+def test_every_detection_config_reads_the_labeled_image(data, config):
+    (n_train, train), (n_val, val) = _first_item(config, data['labeled'],
+                                                 ('train_dataloader', 'val_dataloader'))
+    assert (n_train, n_val) == (4, 3)
+    for item in (train, val):
+        assert item['data_samples'].img_path.startswith('sqsh://') and item['inputs'].numel()
+
+
+def test_browse_dataset_draws_from_the_image(data, tmp_path):
+    r = _tool('tools/browse_dataset.py', MOCO_DEMO, '--data-root', data['image'], '--num', '2',
+              '--out-dir', str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ['0.png', '1.png']
