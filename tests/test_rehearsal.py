@@ -37,15 +37,20 @@ def moco_opts(stop, total=MOCO_EPOCHS[1]):
 
 @pytest.fixture(scope='module')
 def rig(tmp_path_factory, slurm):
-    """Generated data in the course layout (unlabeled 224 px PNGs, labeled 375-500 px JPEGs),
-    the submit folder, and the environment the jobs see."""
-    from make_synthetic_data import make_dataset
+    """Generated data as the course ships it (unlabeled 224 px PNGs in a squashfs image, read as
+    it is; labeled 375-500 px JPEGs), the submit folder, and the environment the jobs see."""
+    from make_synthetic_data import make_dataset, pack_unlabeled
+    from squashfs_tools import mksquashfs_unavailable
+    why = mksquashfs_unavailable()
+    if why:
+        pytest.skip(f'rehearsal skipped: {why}')
     root = tmp_path_factory.mktemp('rehearsal')
     make_dataset(str(root / 'data'), seed=0, num_unlabeled=32, num_train=2, num_val=2,
                  min_size=375, max_size=500)
+    unlabeled = str(pack_unlabeled(root / 'data'))
     env = dict(slurm.env, PYTHON=sys.executable, XDG_CACHE_HOME=str(root / 'cache'))
     env.pop('PYTHONPATH', None)  # the tools find the repository themselves
-    return dict(root=str(root), slurm=slurm, env=env, unlabeled=str(root / 'data' / 'unlabeled'),
+    return dict(root=str(root), slurm=slurm, env=env, unlabeled=unlabeled,
                 labeled=str(root / 'data' / 'labeled'))
 
 
