@@ -104,26 +104,22 @@ class SquashfsBackend(BaseStorageBackend):
     def get_text(self, filepath, encoding: str = 'utf-8') -> str:
         return self.get(filepath).decode(encoding)
 
-    def exists(self, filepath) -> bool:
+    @staticmethod
+    def _ask(filepath, question: str) -> bool:
         try:
             image, inner = _parse(str(filepath))
-        except FileNotFoundError:
+        except FileNotFoundError:  # no image on the path
             return False
-        return image.exists(inner)
+        return getattr(image, question)(inner)
+
+    def exists(self, filepath) -> bool:
+        return self._ask(filepath, 'exists')
 
     def isdir(self, filepath) -> bool:
-        try:
-            image, inner = _parse(str(filepath))
-        except FileNotFoundError:
-            return False
-        return image.isdir(inner)
+        return self._ask(filepath, 'isdir')
 
     def isfile(self, filepath) -> bool:
-        try:
-            image, inner = _parse(str(filepath))
-        except FileNotFoundError:
-            return False
-        return image.isfile(inner)
+        return self._ask(filepath, 'isfile')
 
     def join_path(self, filepath, *filepaths) -> str:
         return '/'.join([str(filepath).rstrip('/')]

@@ -4,7 +4,6 @@ The checks here, and the other checks the tools run before building the runner, 
 :class:`UserError`; ``run_tool`` prints it as ``error: ...`` (the message names the fix) and
 exits with status 2: no traceback, no config dump before it.
 """
-import os
 import os.path as osp
 import sys
 

@@ -12,12 +12,13 @@ why a cluster cannot be had here, so tests skip with that reason instead of sile
 """
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+
+from debian_packages import install_missing
 
 PACKAGES = ('slurmctld', 'slurmd', 'slurm-client', 'munge')
 BINARIES = ('slurmctld', 'slurmd', 'munged', 'srun', 'sbatch', 'squeue', 'scontrol')
@@ -47,17 +48,7 @@ def _first_job_id(block: int = 200, blocks: int = 55) -> int:
 
 def unavailable() -> str | None:
     """None when the binaries exist or were just installed, else the reason."""
-    if all(shutil.which(b) for b in BINARIES):
-        return None
-    if os.geteuid() != 0 or not shutil.which('apt-get'):
-        return 'Slurm is not installed and apt-get as root is not available to install it'
-    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for cmd in (['apt-get', 'update', '-qq'], ['apt-get', 'install', '-y', '-qq', *PACKAGES]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if r.returncode:
-            return f'{" ".join(cmd)} failed: {r.stderr.strip()[-300:]}'
-    missing = [b for b in BINARIES if not shutil.which(b)]
-    return f'missing after install: {missing}' if missing else None
+    return install_missing(BINARIES, PACKAGES, 'Slurm')
 
 
 class SlurmCluster:

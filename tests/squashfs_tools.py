@@ -7,8 +7,9 @@ so tests skip with that reason instead of silently.
 """
 import hashlib
 import os
-import shutil
 import subprocess
+
+from debian_packages import install_missing
 
 PACKAGES = ('squashfs-tools',)
 BINARIES = ('mksquashfs', 'unsquashfs')
@@ -16,17 +17,7 @@ BINARIES = ('mksquashfs', 'unsquashfs')
 
 def mksquashfs_unavailable() -> str | None:
     """None when mksquashfs exists or was just installed, else the reason."""
-    if all(shutil.which(b) for b in BINARIES):
-        return None
-    if os.geteuid() != 0 or not shutil.which('apt-get'):
-        return 'squashfs-tools is not installed and apt-get as root is not available to install it'
-    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for cmd in (['apt-get', 'update', '-qq'], ['apt-get', 'install', '-y', '-qq', *PACKAGES]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if r.returncode:
-            return f'{" ".join(cmd)} failed: {r.stderr.strip()[-300:]}'
-    missing = [b for b in BINARIES if not shutil.which(b)]
-    return f'missing after install: {missing}' if missing else None
+    return install_missing(BINARIES, PACKAGES, 'squashfs-tools')
 
 
 def mksquashfs(src: str, image: str, *options: str) -> str:
