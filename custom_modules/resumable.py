@@ -34,6 +34,8 @@ from .hooks import checkpoint_backend_args
 # Slurm dependants (afterok) must not start
 EXIT_TIME_LIMIT = 75
 RNG_KEY = 'rng_states'  # message hub entry: each rank's RNG state at an in-epoch checkpoint
+# message hub entry: the epoch whose validation a stop cut short, to run after the resume
+VAL_PENDING_KEY = 'validation_pending'
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -190,9 +192,14 @@ class TimeLimitHook(Hook):
     there (at most ``$MAX_RESTARTS`` times, default 10), and the process exits with status 75; on
     SIGTERM Slurm requeues the job itself when it is requeueing it (preemption, ``scontrol
     requeue``), and the process exits with status 143.
+
+    A stop during the validation after an epoch (the detection configs' COCO evaluation of the
+    whole validation set can outlast the signal's lead) saves the end of that epoch; the resumed
+    run validates it first.
     """
 
     priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
+    _trained = False
 
     _EARLY = ('SIGUSR1 arrived {when}: the job\'s time limit is shorter than its --signal lead '
               'time, so stopping would gain nothing; training goes on until the limit ends the '
@@ -203,6 +210,11 @@ class TimeLimitHook(Hook):
         if getattr(catch_stop_signals(), 'arrived', False):
             runner.logger.warning(self._EARLY.format(when='before training started'))
         self._trained = False
+        pending = runner.message_hub.get_info(VAL_PENDING_KEY)
+        if pending is not None and runner.val_loop is not None:
+            runner.message_hub.update_info(VAL_PENDING_KEY, None)
+            print_log(f'validating epoch {pending} again: a stop cut it short', logger='current')
+            runner.val_loop.run()
 
     def after_train(self, runner) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -240,6 +252,16 @@ class TimeLimitHook(Hook):
             signum = self._stop_agreed()
             if signum:
                 self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter + 1)
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        # every rank runs as many validation iterations (DefaultSampler pads them to the same
+        # number of samples), so they meet in this all_reduce
+        if not self._trained:  # not inside training (tools/test.py) or its first validation
+            return
+        signum = self._stop_agreed()
+        if signum:
+            runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
+            self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
     def after_train_epoch(self, runner) -> None:
         """Drop in-epoch checkpoints once an epoch checkpoint supersedes them."""

@@ -9,6 +9,7 @@ import uuid
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
@@ -107,6 +108,16 @@ class _ToyModel(BaseModel):
         return dict(loss=out.pow(2).mean()) if mode == 'loss' else list(out)
 
 
+class _Seen(BaseMetric):
+    """Counts the validation samples."""
+
+    def process(self, data_batch, data_samples):
+        self.results.append(len(data_samples))
+
+    def compute_metrics(self, results):
+        return dict(seen=sum(results))
+
+
 class _SignalAt(Hook):
     """Sends ``signum`` to this process before the iteration ``at``."""
 
@@ -198,6 +209,47 @@ def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals
     resumable.TimeLimitHook().before_train(runner)
     assert runner.logger.warnings and 'before training started' in runner.logger.warnings[-1]
     assert not resumable._stop_requested  # not a stop: the job's time limit comes first
+
+
+class _ValSeen(Hook):
+    """Records each validation's epoch and iterations; sends SIGUSR1 during the first one."""
+
+    def __init__(self, signal_at=None):
+        self.signal_at, self.runs = signal_at, []
+
+    def before_val_epoch(self, runner):
+        self.runs.append([runner.epoch, 0])
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.runs[-1][1] += 1
+        if len(self.runs) == 1 and batch_idx == self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
+                                                         signals_restored):
+    """Case 3: the signal was only looked at between training iterations, so a long validation
+    (COCO evaluation of the whole set) ran into the time limit: TIMEOUT, never requeued."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    work = tmp_path / 'work'
+
+    def runner(seen, **kw):
+        return toy_runner(work, hooks=[seen], val_cfg=dict(), val_evaluator=Evaluator(_Seen()),
+                          val_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 8,
+                                              batch_size=2, num_workers=0,
+                                              sampler=dict(type='DefaultSampler', shuffle=False)),
+                          **kw)
+    seen = _ValSeen(signal_at=1)
+    with pytest.raises(SystemExit) as e:
+        runner(seen).train()
+    assert e.value.code == resumable.EXIT_TIME_LIMIT
+    assert seen.runs == [[1, 2]], 'validation of epoch 1 was not cut short'
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+    seen = _ValSeen()
+    resumed = runner(seen, resume=True, load_from=str(work / 'iter_2.pth'))
+    resumed.train()
+    assert seen.runs == [[1, 4], [2, 4]]  # epoch 1 validated again, in full, then epoch 2
+    assert resumed.iter == 4
 
 
 class _Runner:
