@@ -14,6 +14,7 @@ from .hooks import (EpochSeedHook, FiniteLossHook, KeepCheckpointHook,  # noqa: 
 from .resumable import (ResumableBatchSampler, ResumableEpochBasedTrainLoop,  # noqa: F401
                         TimeLimitHook)
 from . import sqsh_backend  # noqa: F401  (the 'sqsh://' backend: data inside a .sqsh image)
+from .precise_bn import PreciseBNHook  # noqa: F401
 from .sync_norm import AnyDeviceSyncBN  # noqa: F401
 from .transforms import LoadImageNamed  # noqa: F401
 from .torchvision_compat import TorchvisionAnchorGenerator, TorchvisionResize  # noqa: F401

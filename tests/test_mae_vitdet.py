@@ -90,9 +90,15 @@ def test_config_builds(path, synthetic_root):
     assert model.backbone.embed_dims == width and len(model.backbone.layers) == 12
     if is_det:
         assert model.roi_head.bbox_head.fc_cls.out_features == 101  # 100 classes + background
-        pyramid, fpn = model.neck
-        assert type(pyramid).__name__ == 'SimpleFeaturePyramid' and pyramid.in_channels == width
-        assert fpn.in_channels == [width] * 4 and fpn.out_channels == 256 and fpn.num_outs == 5
+        if path == WINDOWED:  # ViTDet's pyramid is the whole neck
+            assert type(model.neck).__name__ == 'SimpleFeaturePyramid'
+            assert model.neck.out_channels == 256
+        else:
+            pyramid, fpn = model.neck
+            assert type(pyramid).__name__ == 'SimpleFeaturePyramid'
+            assert pyramid.in_channels == width and pyramid.out_channels is None
+            assert fpn.in_channels == [width] * 4 and fpn.out_channels == 256
+            assert fpn.num_outs == 5
     else:
         assert model.backbone.mask_ratio == 0.75
     size = int(re.search(r'(\d+)\.py$', path).group(1)) if 'synthetic' not in path else (
@@ -180,6 +186,20 @@ def test_mae_checkpoint_refused_for_evaluation(mae_file, synthetic_root, tmp_pat
                         '--work-dir', str(tmp_path)])
 
 
+def test_mae_normalized_pixel_variant():
+    """docs/recipes.md's one option for MAE's normalized-pixel loss: the target of every patch
+    has mean 0 and variance 1 (the peer's config: raw pixels)."""
+    import custom_modules.datasets.unlabeled  # noqa: F401  (the MAE config's custom_imports)
+    cfg = Config.fromfile(MAE)
+    assert cfg.model.head.norm_pix is False
+    cfg.merge_from_dict({'model.head.norm_pix': True})
+    head = build(cfg).head
+    assert head.norm_pix is True
+    target = head.construct_target(torch.rand(2, 3, 32, 32) * 5 + 1)
+    torch.testing.assert_close(target.mean(-1), torch.zeros(2, 4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(target.var(-1), torch.ones(2, 4), atol=1e-3, rtol=0)
+
+
 # ---------------------------------------------------------------- optimizer and frozen stage
 
 def test_layer_decay_param_groups():
@@ -237,6 +257,26 @@ def test_frozen_stage_trains_only_neck_and_heads():
     assert all(p.grad is None for p in model.backbone.parameters())
     changed = [k for k, v in model.neck.state_dict().items() if not torch.equal(v, neck[k])]
     assert len(changed) == len(neck)
+
+
+def test_stage_loads_the_previous_stages_best_checkpoint(tmp_path, capsys):
+    """load_from='best-of://DIR' (s2-s4) loads the best_*.pth of DIR with the highest validation
+    score its training recorded, not the last epoch; a folder without one is a user error."""
+    from mmengine.runner import CheckpointLoader
+    cfg = Config.fromfile(S2)
+    assert cfg.load_from == ('best-of://work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-s1-frozen-'
+                             '20e_labeled512')
+    prev = tmp_path / 's1'
+    prev.mkdir()
+    for epoch, score in ((4, 0.12), (9, 0.15), (20, None)):
+        name = f'best_coco_bbox_mAP_epoch_{epoch}.pth' if score else f'epoch_{epoch}.pth'
+        info = dict(best_score=score) if score else {}
+        torch.save(dict(meta=dict(epoch=epoch), state_dict=dict(w=torch.tensor([epoch])),
+                        message_hub=dict(runtime_info=info)), str(prev / name))
+    ckpt = CheckpointLoader.load_checkpoint(f'best-of://{prev}', map_location='cpu')
+    assert ckpt['meta']['epoch'] == 9 and ckpt['state_dict']['w'].item() == 9
+    with pytest.raises(UserError, match='no best_.*pth checkpoint with a validation score'):
+        CheckpointLoader.load_checkpoint(f'best-of://{tmp_path / "none"}', map_location='cpu')
 
 
 # ---------------------------------------------------------------- the CPU demo pair, end to end
@@ -342,3 +382,112 @@ def test_fb_mae_checkpoint_converts_for_pretrained(tmp_path):
     set_pretrained(Config.fromfile(DET_DEMO), dst)
     with pytest.raises(SystemExit, match='already an mmpretrain MAE checkpoint'):
         mae_to_mmpretrain.main([dst, str(tmp_path / 'again.pth')])
+
+
+# ---------------------------------------------------------------- ViTDet's recipe (windowed config)
+# pinned to facebookresearch/detectron2 projects/ViTDet: configs/COCO/mask_rcnn_vitdet_b_100ep.py,
+# configs/common/models/mask_rcnn_vitdet.py, configs/common/optim.py, modeling/backbone/vit.py
+
+def test_vitdet_recipe_numbers():
+    from test_recipe import runner_lr
+    c = Config.fromfile(WINDOWED)
+    b = c.model.backbone
+    assert (b.type, b.arch, b.img_size, b.window_size, b.use_rel_pos) == (
+        'WindowedViT', 'base', 1024, 14, True)
+    assert b.drop_path_rate == 0.1
+    assert c.model.neck == dict(type='SimpleFeaturePyramid', in_channels=768, out_channels=256,
+                                norm_cfg=dict(type='mmpretrain.LN2d', eps=1e-6))
+    assert c.model.rpn_head.num_convs == 2
+    head = c.model.roi_head.bbox_head
+    assert (head.type, head.conv_out_channels, head.fc_out_channels, head.roi_feat_size) == (
+        'Shared4Conv1FCBBoxHead', 256, 1024, 7)
+    assert head.norm_cfg == dict(type='mmpretrain.LN2d', eps=1e-6)
+    roi_layer = c.model.roi_head.bbox_roi_extractor.roi_layer
+    assert (roi_layer.output_size, roi_layer.sampling_ratio) == (7, 0)
+    assert roi_layer.get('aligned', True)  # mmcv RoIAlign's default: detectron2's ROIAlignV2
+    assert c.model.train_cfg.rpn_proposal.max_per_img == 1000
+    train = [t.type for t in c.train_dataloader.dataset.pipeline]
+    assert 'mmpretrain.ColorJitter' not in train  # ViTDet's LSJ: flip, resize, crop only
+    # AdamW 1e-4 at ViTDet's 64 images, linear in the total batch
+    assert c.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=0.1)
+    assert c.auto_scale_lr == dict(enable=True, base_batch_size=64)
+    plain = c.copy()
+    plain.optim_wrapper = dict(type='OptimWrapper', optimizer=c.optim_wrapper.optimizer)
+    assert runner_lr(plain, 1, 2) == pytest.approx(3.125e-6, rel=1e-12)
+    assert runner_lr(plain, 4, 16) == pytest.approx(1e-4, rel=1e-12)
+    assert c.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7
+    # 250 warm-up iterations of 64 images = 8000 of our 2, from factor 0.001
+    assert c.train_dataloader.batch_size == 2
+    assert c.param_scheduler[0] == dict(type='LinearLR', start_factor=0.001, by_epoch=False,
+                                        begin=0, end=8000)
+    steps = c.param_scheduler[1]
+    assert (steps.type, steps.milestones, steps.gamma, steps.end) == (
+        'MultiStepLR', [71, 77], 0.1, 80)
+    assert c.train_cfg.max_epochs == 80
+
+
+def test_vitdet_param_groups():
+    """detectron2's get_default_optimizer_params as ViTDet calls it: weight decay 0.1, none on the
+    ViT's LayerNorms and pos_embed; biases, relative positions and the channels-first LayerNorms
+    of pyramid and heads keep it; LR by layer as get_vit_lr_decay_rate(0.7, 12 layers)."""
+    cfg, model = det_model(WINDOWED)
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    by_name = {g['param_name']: (g['lr'], g['weight_decay']) for g in groups}
+    assert set(by_name) == {n for n, p in model.named_parameters() if p.requires_grad}
+    for n in ('backbone.layers.0.ln1.weight', 'backbone.layers.7.ln2.bias', 'backbone.pos_embed'):
+        assert by_name[n][1] == 0., n
+    for n in ('backbone.layers.0.attn.qkv.bias', 'backbone.layers.3.attn.rel_pos_h',
+              'backbone.patch_embed.projection.weight', 'neck.scales.0.1.weight',
+              'neck.output_convs.0.0.ln.weight', 'roi_head.bbox_head.shared_convs.0.ln.bias',
+              'rpn_head.rpn_conv.0.conv.weight', 'roi_head.bbox_head.fc_cls.bias'):
+        assert by_name[n][1] == pytest.approx(0.1), n
+    lr = {n: v[0] for n, v in by_name.items()}
+    assert lr['backbone.layers.11.attn.qkv.weight'] == pytest.approx(LR * 0.7)
+    assert lr['backbone.layers.0.ffn.layers.1.weight'] == pytest.approx(LR * 0.7**12)
+    assert lr['backbone.patch_embed.projection.weight'] == pytest.approx(LR * 0.7**13)
+    assert lr['backbone.pos_embed'] == pytest.approx(LR * 0.7**13)
+    for n in ('neck.output_convs.3.1.conv.weight', 'roi_head.bbox_head.fc_reg.weight'):
+        assert lr[n] == pytest.approx(LR), n
+
+
+def test_vitdet_pyramid_halves_channels_without_top_down():
+    """ViTDet's pyramid: 192 and 384 channels at strides 4 and 8 from a ViT-B's 768, each level
+    only from its own branch (1x1 + 3x3 convs, no sum with coarser levels), stride 64 the
+    stride-32 map subsampled; the peer's pyramid keeps 768 everywhere."""
+    from custom_modules.vitdet import SimpleFeaturePyramid
+    vitdet = SimpleFeaturePyramid(768, out_channels=256)
+    assert vitdet.level_channels == [192, 384, 768, 768]
+    assert (vitdet.scales[0][-1].out_channels, vitdet.scales[1].out_channels) == (192, 384)
+    assert SimpleFeaturePyramid(768).level_channels == [768] * 4
+    vitdet.eval()
+    x = torch.randn(1, 768, 8, 8)
+    with torch.no_grad():
+        outs = vitdet((x,))
+        assert [tuple(o.shape) for o in outs] == [(1, 256, 8 * 16 // s, 8 * 16 // s)
+                                                  for s in (4, 8, 16, 32, 64)]
+        for i, o in enumerate(outs[:4]):  # no top-down sum: each level is its own branch's
+            torch.testing.assert_close(o, vitdet.output_convs[i](vitdet.scales[i](x)))
+        assert torch.equal(outs[4], outs[3][:, :, ::2, ::2])
+
+
+def test_windowed_vit_drops_attention_and_mlp_branches():
+    """ViTDet's block: x + drop_path(attn), then + drop_path(mlp). With both branches dropped a
+    training-mode block returns its input; mmpretrain's ViTSAM block (MLP branch only) would
+    return input + attention."""
+    from custom_modules.vitdet import WindowedViT
+    torch.manual_seed(0)
+    vit = WindowedViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                feedforward_channels=64, global_attn_indexes=[1]),
+                      img_size=64, window_size=2, out_channels=0, drop_path_rate=0.5)
+    block = vit.layers[1]  # linspace(0, 0.5, 2): the last block drops with 0.5
+    assert block.ffn.dropout_layer.drop_prob == 0.5
+    x = torch.randn(64, 4, 4, 32)
+    block.train()
+    out = block(x)
+    unchanged = sum(torch.equal(out[i], x[i]) for i in range(len(x)))
+    # both branches dropped for about a quarter of the images (each with probability 0.5)
+    assert 0 < unchanged < len(x)
+    block.eval()  # no drop in evaluation: both branches, unscaled
+    one = x[:1]
+    y = one + block.attn(block.ln1(one))
+    torch.testing.assert_close(block(one), block.ffn(block.ln2(y), identity=y))

@@ -307,7 +307,7 @@ MAE = os.path.join(REPO, 'configs/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlab
 VITDET = {s: os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2-'
                           f'{s}_labeled512.py')
           for s in ('layerdecay-20e', 's1-frozen-20e', 's2-20e', 's3-20e', 's4-20e')}
-VITDET_WORK_DIR = 'work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-{}_labeled512/epoch_20.pth'
+VITDET_BEST_OF = 'best-of://work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-{}_labeled512'
 
 
 def scheduled_lrs(cfg, schedulers, epochs, epoch_length=1):
@@ -451,12 +451,13 @@ def test_vitdet_optimizer_and_schedule(vitdet_cfgs, stage):
 
 
 def test_vitdet_stages_chain(vitdet_cfgs):
-    """Each stage starts a fresh optimizer and schedule from the previous stage's weights."""
+    """Each stage starts a fresh optimizer and schedule from the previous stage's best weights
+    on validation, as the peer's jobs did."""
     s1 = vitdet_cfgs['s1-frozen-20e']
     assert s1.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=s1.pretrained,
                                               prefix='backbone.')
     assert s1.get('load_from') is None and not s1.get('resume', False)
     for stage, prev in (('s2-20e', 's1-frozen-20e'), ('s3-20e', 's2-20e'), ('s4-20e', 's3-20e')):
         c = vitdet_cfgs[stage]
-        assert c.load_from == VITDET_WORK_DIR.format(prev), stage
+        assert c.load_from == VITDET_BEST_OF.format(prev), stage
         assert not c.get('resume', False) and c.model.backbone.init_cfg is None

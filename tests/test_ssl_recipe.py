@@ -44,11 +44,17 @@ def test_ssl_recipe_numbers():
     assert cfg.auto_scale_lr.enable is True
     assert cfg.train_cfg.max_epochs == 36
     warmup, steps = cfg.param_scheduler
-    assert warmup.end == 500 and steps.milestones == [27, 33] and steps.end == 36
-    # the evaluation and the resume/time-limit machinery are the seed recipe's
+    # the benchmarks' warm-up: 1000 iterations of 16 images from factor 0.001
+    assert (warmup.type, warmup.start_factor, warmup.end) == ('LinearLR', 1e-3, 1000)
+    assert steps.milestones == [27, 33] and steps.end == 36
+    # the evaluation and the resume/time-limit machinery are the seed recipe's, and precise BN
+    # over the benchmarks' 200 batches of 16 before each evaluation
     seed = Config.fromfile(os.path.join(CFG, 'faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'))
-    for key in ('val_evaluator', 'custom_hooks', 'randomness', 'test_dataloader'):
+    for key in ('val_evaluator', 'randomness', 'test_dataloader'):
         assert cfg[key] == seed[key], key
+    assert cfg.custom_hooks == [*seed.custom_hooks, dict(type='PreciseBNHook', num_iters=200)]
+    demo = Config.fromfile(SSL_DEMO)
+    assert demo.custom_hooks == [*seed.custom_hooks, dict(type='PreciseBNHook', num_iters=5)]
     assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
     assert cfg.train_dataloader.batch_sampler.type == 'ResumableBatchSampler'
 
@@ -121,6 +127,57 @@ def test_syncbn_on_two_cpu_processes_equals_bn_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(g['var'], bn.running_var)
 
 
+def precise_bn_setup(tiny, tmp_path):
+    """The SSL demo's detector (random weights) in training mode and its training loader (our
+    batch sampler, mmdet data samples) on the 4 tiny training images, one per batch."""
+    from mmdet.registry import MODELS
+    from mmengine.runner import Runner
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(SSL_DEMO)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.train()
+    loader_cfg = cfg.train_dataloader
+    loader_cfg.update(batch_size=1, num_workers=0, persistent_workers=False)
+    loader_cfg.dataset.update(data_root=tiny['labeled'], index_cache_dir=str(tmp_path))
+
+    def loader():
+        return Runner.build_dataloader(loader_cfg.copy(), seed=0)
+    return model, loader
+
+
+def test_precise_bn_sets_the_mean_of_the_batch_statistics(tiny, tmp_path):
+    """After the hook every BatchNorm's running mean and variance are the mean, over the first
+    num_iters training batches, of its batch mean and unbiased batch variance: recomputed here
+    for the stem's BatchNorm from its convolution's output, batch by batch."""
+    import types
+
+    from mmdet.registry import HOOKS
+
+    from custom_modules.precise_bn import PreciseBNHook
+    model, loader = precise_bn_setup(tiny, tmp_path)
+    head_bn = model.roi_head.bbox_head.shared_convs[0].bn
+    means, variances = [], []
+    with torch.no_grad():
+        for data in list(loader())[:3]:
+            x = model.backbone.conv1(model.data_preprocessor(data, True)['inputs'])
+            means.append(x.mean((0, 2, 3)))
+            variances.append(x.var((0, 2, 3), unbiased=True))
+    hook = HOOKS.build(dict(type='PreciseBNHook', num_iters=3))
+    assert type(hook) is PreciseBNHook and hook.priority == 'ABOVE_NORMAL'
+    runner = types.SimpleNamespace(model=model, train_loop=types.SimpleNamespace(
+        dataloader=loader()))
+    hook.after_train_epoch(runner)
+    bn = model.backbone.bn1
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack(variances).mean(0))
+    assert not torch.equal(torch.stack(means[:2]).mean(0), torch.stack(means).mean(0))
+    # every BN layer recomputed (the head's from the sampled RoIs), momentum as before
+    assert not torch.equal(head_bn.running_mean, torch.zeros_like(head_bn.running_mean))
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, AnyDeviceSyncBN))
+
+
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory, synthetic_root):
     root = tmp_path_factory.mktemp('ssl')
@@ -169,7 +226,7 @@ def test_densecl_recipe_is_the_moco_recipe_with_a_dense_head(densecl_ckpt):
 def test_demo_recipe_trains_from_densecl_and_evaluates(tiny, densecl_ckpt, config):
     """Both fine-tuning recipes take a DenseCL checkpoint, train and print the 12 lines; the SSL
     recipe's BatchNorm weights and statistics move (the seed recipe's are frozen)."""
-    name = os.path.basename(config)[:20]
+    name = os.path.splitext(os.path.basename(config))[0]  # a folder per recipe
     work = os.path.join(tiny['root'], name)
     small = ['train_cfg.max_epochs=1', 'train_dataloader.num_workers=0',
              'train_dataloader.persistent_workers=False', 'train_dataloader.batch_size=2',

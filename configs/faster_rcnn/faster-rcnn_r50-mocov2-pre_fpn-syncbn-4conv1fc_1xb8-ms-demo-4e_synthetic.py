@@ -9,6 +9,7 @@ lr = 0.01  # the seed demo's 0.005 at 4 images, scaled linearly
 max_epochs = 4
 lr_steps = [3]
 warmup_iters = 25  # the seed demo's 50 steps of 4 images, as steps of 8
+precise_bn_iters = 5  # a quarter of the 20 batches of an epoch (200 would be all of them)
 img_scale = (256, 192)  # the seed demo's test size; training samples shorter sides 154-192
 train_scales = [(256, 154), (256, 192)]
 num_workers = 2
@@ -54,6 +55,8 @@ train_cfg = dict(max_epochs=max_epochs)
 # no validation inside training: tools/compare_recipes.py evaluates with tools/test.py
 val_dataloader = val_evaluator = val_cfg = None
 auto_scale_lr = dict(enable=False)
+custom_hooks = [*_base_.custom_hooks[:-1],
+                dict(type='PreciseBNHook', num_iters=precise_bn_iters)]
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))
 randomness = dict(seed=0)

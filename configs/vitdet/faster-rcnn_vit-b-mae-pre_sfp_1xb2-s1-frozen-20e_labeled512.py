@@ -1,5 +1,5 @@
 # Stage 1 of the peer's fine-tuning (its ft_freeze, AP ~0.151): the MAE backbone frozen, the
-# feature pyramid and heads trained for 20 epochs. s2 continues from its last checkpoint.
+# feature pyramid and heads trained for 20 epochs. s2 continues from its best on validation.
 _base_ = './faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py'
 
 lr_step = 6  # StepLR(step_size=6) over 20 epochs: x0.1 at epochs 6, 12 and 18

@@ -3,10 +3,10 @@
 # schedule, from stage 2's weights.
 _base_ = './faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py'
 
-# stage 2's last checkpoint in its default work_dir (weights only: optimizer and schedule start
-# afresh, as the peer's jobs did); the peer started from stage 2's best-on-validation epoch:
-# give that one, or a checkpoint in another work_dir, with --cfg-options load_from=PATH
-prev_stage = 'work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-s2-20e_labeled512/epoch_20.pth'
+# the checkpoint of stage 2 that scored best on validation, in its default work_dir, as the
+# peer's jobs started from (weights only: optimizer and schedule start afresh); another
+# folder or file with --cfg-options load_from=best-of://DIR or load_from=PATH
+prev_stage = 'best-of://work_dirs/faster-rcnn_vit-b-mae-pre_sfp_1xb2-s2-20e_labeled512'
 
 load_from = prev_stage
 # every weight comes from stage 2
