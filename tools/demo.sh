@@ -5,6 +5,8 @@
 #   then pictures: the detector's predictions on 4 validation images and the training curves.
 # DATA=DIR runs the chain on a real folder holding unlabeled/ (a folder, or a squashfs image:
 # unlabeled.sqsh) and labeled/{training,validation}.
+# A rerun continues an interrupted training and skips finished ones (train.py --resume refuses a
+# folder trained from other inputs); remove $OUT to train everything again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -30,16 +32,16 @@ UNLABELED=$DATA/unlabeled
 [[ -e $UNLABELED || ! -f $DATA/unlabeled.sqsh ]] || UNLABELED=$DATA/unlabeled.sqsh
 
 step "1/3 MoCo v2 pretraining ($MOCO_CFG)"
-"$PYTHON" tools/train.py "$MOCO_CFG" --data-root "$UNLABELED" --work-dir "$OUT/mocov2"
+"$PYTHON" tools/train.py "$MOCO_CFG" --data-root "$UNLABELED" --work-dir "$OUT/mocov2" --resume
 MOCO_CKPT=$(last_ckpt "$OUT/mocov2")
 
 step "2/3 Faster R-CNN fine-tuning from $MOCO_CKPT"
 "$PYTHON" tools/train.py "$DET_CFG" --data-root "$DATA/labeled" --pretrained "$MOCO_CKPT" \
-    --work-dir "$OUT/frcnn_mocov2"
+    --work-dir "$OUT/frcnn_mocov2" --resume
 if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
     step "2b/3 the same fine-tuning from a random backbone (baseline)"
     "$PYTHON" tools/train.py "$SCRATCH_CFG" --data-root "$DATA/labeled" \
-        --work-dir "$OUT/frcnn_scratch"
+        --work-dir "$OUT/frcnn_scratch" --resume
 fi
 
 step "3/3 COCO evaluation on $DATA/labeled validation"
