@@ -14,6 +14,12 @@ them nan when a split lacks a class). SeedCocoMetric logs only the classes with 
 the evaluated images, writes the table of all classes to ``classwise_file`` (default:
 ``classwise_ap.csv`` beside the run's log file) and logs its path. The ``<class>_precision``
 metrics are kept for the classes with ground truth only (the others are all nan).
+
+seed_comparable_class='cup or mug': the seed and the peer trained torchvision detectors with the
+course's labels 0..99, so class 0 shared torchvision's background index and was never detected;
+their AP is a mean in which that class scores 0. The metric then also evaluates the detections
+without that class, which is what their evaluation would have printed for this model, prints
+one line with it and returns it as ``bbox_seed_mAP`` (and ``_50``, ``_75``, ``_s``, ``_m``, ``_l``).
 """
 import csv
 import logging
@@ -61,9 +67,11 @@ class SeedCocoMetric(FasterCocoMetric):
     ``classwise_ap.csv`` beside the current MMLogger's log file, else in the working
     directory)."""
 
-    def __init__(self, *args, classwise_file: Optional[str] = None, **kwargs):
+    def __init__(self, *args, classwise_file: Optional[str] = None,
+                 seed_comparable_class: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.classwise_file = classwise_file
+        self.seed_comparable_class = seed_comparable_class
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         # FasterCocoMetric builds its COCOeval inside compute_metrics from the module global
@@ -86,11 +94,35 @@ class SeedCocoMetric(FasterCocoMetric):
         finally:
             faster_coco_metric.COCOeval_faster = base
             self.classwise = classwise
-        if classwise:
-            for ev in evals:
-                if ev.params.useCats and 'precision' in ev.eval:  # not metric='proposal'
-                    eval_results.update(self._classwise(ev))
+        for ev in evals:
+            if not (ev.params.useCats and 'precision' in ev.eval):  # metric='proposal'
+                continue
+            if classwise:
+                eval_results.update(self._classwise(ev))
+            if self.seed_comparable_class and ev.params.iouType == 'bbox':
+                eval_results.update(self._seed_comparable(base, ev))
         return eval_results
+
+    def _seed_comparable(self, base, ev) -> Dict[str, float]:
+        name = self.seed_comparable_class
+        classes = list(self.dataset_meta['classes'])
+        if name not in classes:
+            return {}
+        cat_id = self.cat_ids[classes.index(name)]
+        kept = [dict(a) for a in ev.cocoDt.dataset['annotations'] if a['category_id'] != cat_id]
+        seed_ev = base(ev.cocoGt, ev.cocoGt.loadRes(kept), 'bbox')
+        seed_ev.print_function = _chatter.info
+        for key in ('catIds', 'imgIds', 'maxDets', 'iouThrs'):
+            setattr(seed_ev.params, key, getattr(ev.params, key))
+        seed_ev.evaluate()
+        seed_ev.accumulate()
+        seed_ev.summarize()
+        stats = {k: round(float(v), 3) for k, v in zip(
+            ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l'), seed_ev.stats[:6])}
+        print(f' AP as the seed\'s and the peer\'s evaluation would print it ({name!r} never '
+              f'detected): AP {stats["mAP"]:.3f}, AP50 {stats["mAP_50"]:.3f}, '
+              f'AP75 {stats["mAP_75"]:.3f}')
+        return {f'bbox_seed_{k}': v for k, v in stats.items()}
 
     def _classwise(self, ev) -> Dict[str, float]:
         logger = MMLogger.get_current_instance()

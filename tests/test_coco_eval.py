@@ -54,3 +54,46 @@ def test_perfect_predictions_through_the_val_pipeline_score_1(synthetic_root):
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = evaluator.evaluate(len(ds))
     assert metrics['coco/bbox_mAP'] == 1.0, metrics
+
+
+def test_seed_comparable_ap_scores_the_detections_without_class_0():
+    """tools/test.py's second line: the AP the seed's evaluation (pycocotools) gives the same
+    detections once class 0, which its torchvision detector could not output, is removed."""
+    cfg = Config.fromfile(DET_FULL)
+    init_default_scope('mmdet')
+    images = make_data(300, 100, seed=2)
+    assert any(0 in gt_labels for _, _, _, gt_labels, _, _, _ in images)  # class 0 has GT
+    assert any((labels == 0).any() for *_, labels in images)  # and detections
+    without_0 = [im[:4] + tuple(t[im[6] != 0] for t in im[4:]) for im in images]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        everything, _, _ = seed_eval(images, LABELED_CLASSES)
+        expected, _, _ = seed_eval(without_0, LABELED_CLASSES)
+        _, _, metrics = metric_eval(images, dict(cfg.val_evaluator, seed_comparable_class=
+                                                 LABELED_CLASSES[0]), LABELED_CLASSES)
+    assert expected[0] < everything[0] - 1e-3  # removing class 0 changes the number
+    got = [metrics[f'coco/bbox_seed_{k}'] for k in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m',
+                                                    'mAP_l')]
+    np.testing.assert_allclose(got, expected[:6], rtol=0, atol=1e-3)
+    assert metrics['coco/bbox_mAP'] == round(everything[0], 3)
+    line = [s for s in out.getvalue().splitlines() if 'would print' in s]
+    assert line == [f" AP as the seed's and the peer's evaluation would print it ('cup or mug' "
+                    f"never detected): AP {expected[0]:.3f}, AP50 {expected[1]:.3f}, "
+                    f"AP75 {expected[2]:.3f}"]
+
+
+def test_seed_comparable_ap_of_perfect_detections_is_the_share_of_other_classes():
+    # 3 classes with GT, all found: 1.0 over all classes, 2/3 when class 0 is never detected
+    images = []
+    for img_id, c in enumerate((0, 1, 2, 0), start=1):
+        gt = np.array([[10, 10, 60, 80]])
+        images.append((img_id, (100, 100), gt, np.array([c]), torch.tensor(gt, dtype=torch.float32),
+                       torch.ones(1), torch.tensor([c])))
+    cfg = Config.fromfile(DET_FULL)
+    init_default_scope('mmdet')
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, _, metrics = metric_eval(images, dict(cfg.val_evaluator, seed_comparable_class=
+                                                 LABELED_CLASSES[0]), LABELED_CLASSES)
+    assert metrics['coco/bbox_mAP'] == 1.0
+    assert metrics['coco/bbox_seed_mAP'] == round(2 / 3, 3)
+

@@ -187,6 +187,11 @@ def test_tools_test_prints_the_12_line_summary(tiny_labeled, tmp_path, capfd):
     assert len(lines) == 12, out[-3000:]
     assert lines[0].startswith(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ')
     assert lines[6].startswith(' Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = ')
+    # then the seed-comparable AP (course data: 'cup or mug' left out, as the seed could not find it)
+    seed = re.findall(r"^ AP as the seed's and the peer's evaluation would print it \('cup or mug' "
+                      r"never detected\): AP (\d\.\d{3}), AP50 \d\.\d{3}, AP75 \d\.\d{3}$", out, flags=re.M)
+    assert len(seed) == 1, out[-3000:]
+    assert out.index(lines[-1]) < out.index("AP as the seed's")
     assert os.path.getsize(out_pkl) > 0
 
 

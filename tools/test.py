@@ -5,7 +5,9 @@
         [--show-dir DIR [--score-thr 0.3]] [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
-seed printed it. --best-of evaluates the checkpoint that scored best on the validation split
+seed printed it, then on the course's data the AP the seed's and the peer's evaluation would
+have printed for this model: the same without class 0 'cup or mug', which their torchvision
+detectors could not detect (it shared the background's index). --best-of evaluates the checkpoint that scored best on the validation split
 during training among the best_*.pth files of the given work folders (e.g. the three stages):
 the seed reported its best checkpoint. The seed's flag names (--checkpoint-path,
 --dataset-root, --dataset-split) are accepted too. --show-dir writes every evaluated image with
@@ -82,6 +84,10 @@ def build_cfg(args) -> Config:
         cfg.test_dataloader.batch_size = args.batch_size
     if args.classwise:
         cfg.test_evaluator.classwise = True
+    if cfg.test_dataloader.dataset.type == 'LabeledDetDataset':
+        from custom_modules.datasets.classes import LABELED_CLASSES
+        # the AP the seed's and the peer's evaluation would print (docs/seed-differences.md)
+        cfg.test_evaluator.seed_comparable_class = LABELED_CLASSES[0]
     if args.amp:
         cfg.test_cfg.fp16 = True
     # weights come from the checkpoint: do not demand the backbone's pretraining file
