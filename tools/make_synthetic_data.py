@@ -24,7 +24,17 @@ With ``--sqsh`` the unlabeled images are packed instead as ``unlabeled.sqsh``, a
 holding ``unlabeled/<i>.PNG`` as the course ships ``unlabeled_224.sqsh`` (needs Debian's
 ``mksquashfs``, package squashfs-tools).
 
+With ``--coco`` the labeled set is also written as COCO JSON, converted from ``labeled/`` by
+tools/dataset_converters/course_to_coco.py (image copies, so the folder stands alone)::
+
+    labeled_coco/annotations/instances_{training,validation}.json
+    labeled_coco/{training,validation}/<id>.JPEG
+
+Both layouts, not COCO instead: the same images and boxes read through either reader is what
+shows the two agree, and the course layout is what the converter reads.
+
 Usage: python tools/make_synthetic_data.py --out data/synthetic [--seed 0] [--workers 4] [--sqsh]
+       [--coco]
 """
 import argparse
 import math
@@ -324,12 +334,16 @@ def _make_one(job: _Job) -> list[tuple[int, int]]:
 def make_dataset(out: str | Path, seed: int = 0, num_unlabeled: int = 200, num_train: int = 100,
                  num_val: int = 50, unlabeled_size: int = 224, min_size: int = 160,
                  max_size: int = 320, num_classes: int = 8, workers: int = 1,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, coco: bool = False) -> dict:
     """Write the synthetic data set under ``out`` and return a summary of what was written.
 
-    Raises FileExistsError if ``out/labeled`` or ``out/unlabeled`` already has content and
-    ``overwrite`` is false; with ``overwrite`` those two folders are replaced (nothing else in
-    ``out`` is touched), so no stale files from an earlier, larger run survive.
+    Raises FileExistsError if ``out/labeled``, ``out/unlabeled`` or ``out/labeled_coco`` already
+    has content and ``overwrite`` is false; with ``overwrite`` those folders are replaced (nothing
+    else in ``out`` is touched), so no stale files from an earlier, larger run survive, and no
+    COCO copy of an earlier labeled set sits beside a new one.
+
+    ``coco``: also write ``out/labeled_coco``, the labeled set converted to COCO JSON with image
+    copies (tools/dataset_converters/course_to_coco.py; imports mmdet, so only when asked).
 
     The summary holds the image count per split, the class names in use, and the number of
     labeled boxes: in all, per class, and small/medium/large by COCO's area thresholds.
@@ -341,7 +355,7 @@ def make_dataset(out: str | Path, seed: int = 0, num_unlabeled: int = 200, num_t
     if not 32 <= min_size <= max_size or unlabeled_size < 32:
         raise ValueError('need 32 <= min_size <= max_size and unlabeled_size >= 32')
     out = Path(out)
-    for sub in ('labeled', 'unlabeled'):
+    for sub in ('labeled', 'unlabeled', 'labeled_coco'):
         if (out / sub).is_dir() and any((out / sub).iterdir()):
             if not overwrite:
                 raise FileExistsError(f'{out / sub} is not empty; pass --overwrite to replace it')
@@ -362,6 +376,11 @@ def make_dataset(out: str | Path, seed: int = 0, num_unlabeled: int = 200, num_t
             results = pool.map(_make_one, jobs, chunksize=8)
     else:
         results = [_make_one(job) for job in jobs]
+
+    if coco:
+        from dataset_converters.course_to_coco import convert
+        convert(str(out / 'labeled'), str(out / 'labeled_coco'), link='copy',
+                num_workers=workers)
 
     objects = [obj for result in results for obj in result]
     areas = [area for _, area in objects]
@@ -406,9 +425,15 @@ def main(argv: list[str] | None = None) -> None:
                         help=f'use the first N of the {len(CLASS_STYLES)}-class subset')
     parser.add_argument('--workers', type=int, default=1, help='processes; output is the same')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace existing labeled/ and unlabeled/ folders under --out')
+                        help='replace existing labeled/, unlabeled/ (and labeled_coco/) '
+                        'folders under --out')
     parser.add_argument('--sqsh', action='store_true', help='pack the unlabeled images as '
                         'unlabeled.sqsh (a squashfs image with unlabeled/ inside) instead')
+    parser.add_argument('--coco', action='store_true', help='also write the labeled set as COCO '
+                        'JSON, converted from labeled/, to labeled_coco/ '
+                        '(annotations/instances_<split>.json, <split>/<id>.JPEG copies): both '
+                        'layouts, not COCO instead, so the same data can go through either '
+                        'reader')
     args = parser.parse_args(argv)
     if args.sqsh and not shutil.which('mksquashfs'):
         sys.exit('error: --sqsh needs mksquashfs (Debian/Ubuntu: apt-get install squashfs-tools)')
@@ -419,14 +444,15 @@ def main(argv: list[str] | None = None) -> None:
                          num_train=args.num_train, num_val=args.num_val,
                          unlabeled_size=args.unlabeled_size, min_size=args.min_size,
                          max_size=args.max_size, num_classes=args.num_classes,
-                         workers=args.workers, overwrite=args.overwrite)
+                         workers=args.workers, overwrite=args.overwrite, coco=args.coco)
     except (FileExistsError, ValueError) as e:
         sys.exit(f'error: {e}')
     if args.sqsh:
         pack_unlabeled(Path(args.out))
     print(f"wrote {s['unlabeled']} unlabeled, {s['training']} training, {s['validation']} "
           f"validation images; {s['objects']} labeled objects (small {s['small']}, medium "
-          f"{s['medium']}, large {s['large']}) over {len(s['classes'])} classes to {s['out']}")
+          f"{s['medium']}, large {s['large']}) over {len(s['classes'])} classes to {s['out']}"
+          + (' (labeled/ also as COCO JSON in labeled_coco/)' if args.coco else ''))
 
 
 if __name__ == '__main__':
