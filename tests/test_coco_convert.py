@@ -18,6 +18,7 @@ from make_synthetic_data import main as make_synthetic_main
 from make_synthetic_data import make_dataset
 
 from custom_modules.datasets import LABELED_CLASSES
+from custom_modules.datasets.labeled_index import CLIPPED, SIZE_MISMATCH
 from custom_modules.user_errors import UserError
 
 SPLITS = ('training', 'validation')
@@ -125,8 +126,7 @@ def test_boxes_round_trip_exactly_through_mmdet_coco_dataset(converted, src, spl
             [i['bbox_label'] for i in w['instances']]
     if split == 'validation':  # the hand-written image's boxes: floats, and one clipped
         assert [i['bbox'] for i in got[100]['instances']][1] == [0.0, 5.0, 20.5, 48.0]
-        assert 'box clipped to image: 1' in ''.join(
-            f'{k}: {n}' for k, n in summaries[1].repairs.items())
+        assert summaries[1].repairs[CLIPPED] == summaries[1].repairs[SIZE_MISMATCH] == 1
 
 
 def test_bbox_arithmetic_is_exact_for_any_float32_box():
