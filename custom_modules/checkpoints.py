@@ -186,3 +186,28 @@ def best_checkpoint(work_dirs) -> tuple[str, str]:
     return path, (f'best validation score {score:.4f} during training, epoch {epoch}, among '
                   f'{len(found)} best_*.pth in {len(work_dirs)} folders; the seed also reported '
                   'its best checkpoint')
+
+
+def checkpoint_classes(path: str) -> tuple | None:
+    """The class names a detector checkpoint was trained on (the training dataset's metainfo,
+    which mmengine saves in its meta), or None for a file without them (e.g. a converted one)."""
+    ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    classes = ((meta if isinstance(meta, dict) else {}).get('dataset_meta') or {}).get('classes')
+    return tuple(classes) if classes else None
+
+
+def class_list(classes, most: int = 4) -> str:
+    shown = ', '.join(repr(c) for c in classes[:most])
+    return f'{len(classes)} classes ({shown}{", ..." if len(classes) > most else ""})'
+
+
+def check_checkpoint_classes(path: str, data_classes, data_name: str) -> tuple | None:
+    """Refuse a checkpoint trained on another class list than the data it is used with; returns
+    the checkpoint's classes (None when it does not record them)."""
+    classes = checkpoint_classes(path)
+    if classes is not None and classes != tuple(data_classes):
+        raise UserError(f'{path} was trained on {class_list(classes)}, but {data_name} has '
+                        f'{class_list(tuple(data_classes))}: use a checkpoint trained on this '
+                        'data, or the data it was trained on')
+    return classes

@@ -13,7 +13,7 @@ from custom_modules.user_errors import UserError
 
 from custom_modules.checkpoints import (DETECTOR_KINDS, KIND_NAMES, OPTIONAL_BACKBONE_TENSORS,
                                         backbone_prefix, backbone_tensor_fits, checkpoint_kind,
-                                        load_state_dict_file)
+                                        class_list, load_state_dict_file)
 
 
 def default_work_dir(config_path: str) -> str:
@@ -30,12 +30,102 @@ def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader'
 
 def set_data_root(cfg: Config, data_root: str, names=None) -> None:
     """Point every dataloader (or those in ``names``) at another dataset folder, or at a
-    squashfs image or a folder inside one (custom_modules/sqsh_backend.py)."""
+    squashfs image or a folder inside one (custom_modules/sqsh_backend.py). A folder with
+    ``annotations/instances_*.json`` is read as COCO-format data by the detection datasets."""
+    from custom_modules.datasets.coco_det import is_coco_root
     from custom_modules.sqsh_backend import resolve_data_root
     data_root = resolve_data_root(data_root)
+    coco = osp.isdir(data_root) and is_coco_root(data_root)
     for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
         ds['data_root'] = data_root
+        if coco:
+            _to_coco(ds)
     cfg.data_root = data_root
+
+
+# LabeledDetDataset's own arguments, which mmdet's CocoDataset does not take
+_COURSE_ONLY = ('index_cache_dir', 'use_index_cache', 'num_index_workers')
+
+
+def _to_coco(ds) -> None:
+    if ds.get('type') in ('LabeledDetDataset', 'CocoFormatDataset'):
+        ds['type'] = 'CocoFormatDataset'
+        for k in _COURSE_ONLY:
+            ds.pop(k, None)
+
+
+def set_coco_files(cfg: Config, name: str, ann_file: str, img_dir: str) -> None:
+    """The ``name`` dataloader reads a COCO annotation file with its images in ``img_dir``
+    (the explicit form of a COCO ``--data-root``, for any other layout)."""
+    ds = cfg[name]['dataset']
+    if ds.get('type') not in ('LabeledDetDataset', 'CocoFormatDataset'):
+        raise UserError(f'{cfg.filename} does not read labeled detection data ({name}: '
+                        f'{ds.get("type")}): the COCO options are for the detection configs')
+    _to_coco(ds)
+    ds['data_root'] = ''
+    ds['ann_file'] = osp.abspath(ann_file)
+    ds['data_prefix'] = dict(img=osp.abspath(img_dir) + '/')
+
+
+def setup_coco(cfg: Config, names=('train_dataloader', 'val_dataloader', 'test_dataloader'),
+               check_files: bool = True):
+    """For the COCO-format datasets among ``names``: read and check each annotation file (a
+    UserError naming the file and the entry, before anything is built), make its path absolute
+    (the training record hashes it), and give the detector the file's number of classes.
+    Returns the class names, or None when no dataset is COCO. All of them must share one
+    category list."""
+    from custom_modules.datasets.coco_det import (ANN_FILE, CocoDataError, coco_splits,
+                                                  missing_images, read_coco)
+    found = []
+    for name in names:
+        loader = cfg.get(name)
+        if not loader or loader['dataset'].get('type') != 'CocoFormatDataset':
+            continue
+        ds = loader['dataset']
+        root, split = ds.get('data_root') or '', ds.get('split', 'training')
+        ann = ds.get('ann_file') or ANN_FILE.format(split=split)
+        ann = ann if osp.isabs(ann) else osp.join(root, ann)
+        img_dir = (ds.get('data_prefix') or {}).get('img') or f'{split}/'
+        img_dir = img_dir if osp.isabs(img_dir) else osp.join(root, img_dir)
+        if not osp.isfile(ann):
+            have = coco_splits(root) if root and osp.isdir(osp.join(root, 'annotations')) else []
+            raise UserError(f'{ann} does not exist ({name}, split {split!r}); '
+                            + (f'{root} has the splits {", ".join(have)}: pass --split (test.py) '
+                               f'or --cfg-options {name}.dataset.split=NAME' if have else
+                               'give the COCO annotation file and image folder explicitly'))
+        try:
+            coco = read_coco(ann)
+        except CocoDataError as e:
+            raise UserError(str(e)) from e
+        if not coco.classes:
+            raise UserError(f'{ann}: "categories" is empty')
+        if check_files:
+            missing = missing_images(coco.data['images'], img_dir)
+            if missing:
+                i, img_id, path = missing[0]
+                raise UserError(f'{ann}: images[{i}] (id {img_id}): file {path} does not exist'
+                                + (f' ({len(missing)} images missing in all)'
+                                   if len(missing) > 1 else ''))
+        ds['ann_file'] = osp.abspath(ann)
+        ds['data_prefix'] = dict(img=osp.abspath(img_dir) + '/')
+        ds['data_root'] = ''
+        classes = tuple((ds.get('metainfo') or {}).get('classes') or coco.classes)
+        found.append((name, ann, classes))
+    if not found:
+        return None
+    (_, first_ann, classes), *others = found
+    for name, ann, other in others:
+        if other != classes:
+            raise UserError(f'{ann} ({name}) has other classes than {first_ann}: '
+                            f'{class_list(other)} vs {class_list(classes)}')
+    set_num_classes(cfg, len(classes))
+    return classes
+
+
+def set_num_classes(cfg: Config, n: int) -> None:
+    heads = cfg.model.roi_head.bbox_head
+    for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+        head['num_classes'] = n
 
 
 def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False) -> str:
@@ -198,3 +288,23 @@ def check_pretrained(cfg: Config) -> None:
             'MAE, ...) with '
             '`tools/train.py CONFIG --pretrained PATH` (or --cfg-options '
             'model.backbone.init_cfg.checkpoint=PATH).')
+
+
+def dataset_classes(cfg: Config, name: str = 'test_dataloader') -> tuple:
+    """The class names the ``name`` dataloader's dataset gives its labels (its metainfo; the
+    dataset is built without reading its files)."""
+    import copy
+
+    import custom_modules  # noqa: F401  (the datasets' registration)
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+    ds_cfg = copy.deepcopy(cfg[name]['dataset'])
+    ds_cfg['lazy_init'] = True
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmdet'):
+        return tuple(DATASETS.build(ds_cfg).metainfo['classes'])
+
+
+def data_name(cfg: Config, name: str = 'test_dataloader') -> str:
+    ds = cfg[name]['dataset']
+    where = ds.get('ann_file') or ds.get('data_root')
+    return f'{where} (split {ds["split"]})' if ds.get('split') and not ds.get('ann_file') else where

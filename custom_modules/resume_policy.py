@@ -40,8 +40,8 @@ _IGNORED = ('work_dir', 'resume', 'load_from', 'launcher', 'env_cfg', 'model_wra
             'val_evaluator', 'val_cfg', 'test_dataloader', 'test_evaluator', 'test_cfg',
             'train_dataloader.num_workers', 'train_dataloader.persistent_workers',
             'train_dataloader.pin_memory', 'train_dataloader.prefetch_factor')
-_PATH_KEYS = ('data_root', 'checkpoint', 'load_from')
-_FILE_KEYS = ('checkpoint', 'load_from')
+_PATH_KEYS = ('data_root', 'checkpoint', 'load_from', 'ann_file')
+_FILE_KEYS = ('checkpoint', 'load_from', 'ann_file')
 
 
 class ChangedInputsError(UserError):

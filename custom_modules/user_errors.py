@@ -48,6 +48,8 @@ def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_d
         if not loader:
             continue
         ds = loader['dataset']
+        if ds.get('type') == 'CocoFormatDataset':
+            continue  # config_edits.setup_coco checks its annotation file and images
         root = ds.get('data_root')
         if root and not osp.isdir(root) and split_image_path(root) is not None:
             root = ds['data_root'] = resolve_data_root(root, flag)

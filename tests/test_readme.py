@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import sys
 
 import pytest
 
@@ -158,6 +159,7 @@ def tool_module(rel):
             spec = importlib.util.spec_from_file_location(
                 'readme_tool_' + re.sub(r'\W', '_', rel), os.path.join(REPO, rel))
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # a @dataclass in the tool looks its module up there
             spec.loader.exec_module(module)
         finally:
             signal.signal(signal.SIGUSR1, handler)

@@ -1,9 +1,10 @@
 """Draw what training feeds the model.
 
     python tools/browse_dataset.py CONFIG [--data-root DIR] [--split training] [--num 8]
-        [--out-dir DIR] [--cfg-options k=v ...] [--verbose]
+        [--coco ANN_FILE IMAGES] [--out-dir DIR] [--cfg-options k=v ...] [--verbose]
 
-A detection config: each LabeledDetDataset image after the train pipeline (resize, flip), its
+A detection config: each labeled image (course or COCO layout, or --coco's annotation file and
+image folder) after the train pipeline (resize, flip), its
 ground-truth boxes drawn with the class names (mmdet's DetLocalVisualizer). A MoCo config: each
 unlabeled image beside the two augmented views the model compares (original | view 1 | view 2).
 Every sample gets the augmentation the first training epoch gives it (the per-sample seeds of
@@ -30,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
     p.add_argument('--split', help='labeled split (detection configs; default: the config\'s)')
+    p.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                   help='COCO-format data: annotation file and image folder')
     p.add_argument('--num', type=int, default=8, help='images to draw (default 8)')
     p.add_argument('--out-dir', help='default: work_dirs/browse/<config name>')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
@@ -63,7 +66,7 @@ def draw_views(item, out_file: str) -> None:
 def main(argv=None):
     from mmengine.registry import DATASETS, init_default_scope
 
-    from custom_modules.config_edits import set_data_root
+    from custom_modules.config_edits import set_coco_files, set_data_root, setup_coco
     from custom_modules.console import quiet_warnings, set_verbose
     from custom_modules.resumable import SampleIndex, sample_seed
     from custom_modules.user_errors import UserError, check_data_folders
@@ -85,7 +88,10 @@ def main(argv=None):
             raise UserError('--split is for the labeled set of a detection config; a MoCo '
                             'config reads one unlabeled folder (--data-root)')
         dataset_cfg.split = args.split
+    if args.coco:
+        set_coco_files(cfg, 'train_dataloader', *args.coco)
     check_data_folders(cfg, names=('train_dataloader', ))
+    setup_coco(cfg, names=('train_dataloader', ))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     dataset = DATASETS.build(dataset_cfg)
     if not two_view:

@@ -5,6 +5,8 @@
     python tools/check_dataset.py train/unlabeled          # folder of N.PNG files
     python tools/check_dataset.py /labeled --quick         # layout + a few files, in seconds
     python tools/check_dataset.py unlabeled_224.sqsh --decode  # a squashfs image, read as it is
+    python tools/check_dataset.py DIR          # COCO: DIR/annotations/instances_<split>.json
+    python tools/check_dataset.py --coco instances_val.json val_images/   # any COCO layout
 
 Unlike the dataset class, which stops at the first error, this reads every file and lists all
 problems by kind. ``--decode`` decodes every image fully (finds truncated files; slower).
@@ -261,10 +263,109 @@ def quick_check_unlabeled(root: str, decode: bool = False, n: int = QUICK_SAMPLE
     return len(errors)
 
 
+def _check_coco_chunk(args):
+    items, decode = args
+    out = []
+    for i, img_id, path, size in items:
+        try:
+            out.append((i, img_id, path, size, _check_image(path, decode), None))
+        except LabeledDataError as e:
+            out.append((i, img_id, path, size, None, str(e)))
+    return out
+
+
+def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool = False) -> int:
+    """Every problem of a COCO annotation file and its images, listed by kind; the count of
+    errors. ``quick``: the image headers of the first QUICK_SAMPLE images only (the JSON and
+    the presence of every file are checked in full: one listing per folder)."""
+    from custom_modules.datasets import coco_det
+    print(f'== {ann} (images in {img_dir})')
+    try:
+        data = coco_det.load_json(ann)
+    except coco_det.CocoDataError as e:
+        print(f'ERROR: {e}')
+        return 1
+    errors: dict[str, list] = {}
+    for kind, msg in coco_det.structure_problems(ann, data):
+        errors.setdefault(kind, []).append(msg)
+    images = [(i, im) for i, im in enumerate(data['images'])
+              if isinstance(im, dict) and {'id', 'file_name', 'width', 'height'} <= set(im)]
+    items = [(i, im['id'], osp.join(img_dir, im['file_name']), (im['width'], im['height']))
+             for i, im in images]
+    listed = [im for _, im in images]
+    lost = set()
+    for k, img_id, path in coco_det.missing_images(listed, img_dir):
+        lost.add(k)
+        errors.setdefault('missing image file', []).append(
+            f'{ann}: images[{images[k][0]}] (id {img_id}): {path} does not exist')
+    present = [it for k, it in enumerate(items) if k not in lost]
+    if quick:
+        present = present[:QUICK_SAMPLE]
+    modes, sizes = Counter(), {}
+    with ProcessPoolExecutor(workers) as pool:
+        for chunk in pool.map(_check_coco_chunk, [(c, decode) for c in _chunks(present, workers)]):
+            for i, img_id, path, size, found, err in chunk:
+                if err:
+                    errors.setdefault(BAD_IMAGE, []).append(err)
+                    continue
+                (w, h), mode = found
+                modes[mode] += 1
+                sizes[img_id] = (w, h)
+                if tuple(size) != (w, h):
+                    errors.setdefault('image size differs from the file', []).append(
+                        f'{ann}: images[{i}] (id {img_id}): width x height {size[0]} x {size[1]}'
+                        f', the file is {w} x {h}')
+    cat_names = {c['id']: c['name'] for c in data['categories']
+                 if isinstance(c, dict) and {'id', 'name'} <= set(c)}
+    boxes_of, per_class, n_boxes = Counter(), Counter(), 0
+    for i, a in enumerate(data['annotations']):
+        if not (isinstance(a, dict) and {'id', 'image_id', 'category_id', 'bbox'} <= set(a)):
+            continue
+        box = a['bbox']
+        if not (isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) for v in box)):
+            continue
+        n_boxes += 1
+        boxes_of[a['image_id']] += 1
+        per_class[a['category_id']] += 1
+        x, y, w, h = box
+        where = f'{ann}: annotations[{i}] (id {a["id"]}, image {a["image_id"]})'
+        if w <= 0 or h <= 0:
+            errors.setdefault('box with non-positive size', []).append(f'{where}: bbox {box}')
+        elif a['image_id'] in sizes:
+            W, H = sizes[a['image_id']]
+            if x < -0.5 or y < -0.5 or x + w > W + 0.5 or y + h > H + 0.5:
+                errors.setdefault('box outside the image', []).append(
+                    f'{where}: bbox {box} in a {W} x {H} image')
+    print(f'images: {len(data["images"])}  annotations: {len(data["annotations"])}  '
+          f'categories: {len(data["categories"])}')
+    print('image modes: ' + ', '.join(f'{m}: {n}' for m, n in modes.most_common()))
+    without = [im['id'] for _, im in images if not boxes_of[im['id']]]
+    if without:
+        print(f'images without annotations: {len(without)} (kept as negatives; '
+              'filter_cfg=dict(filter_empty_gt=True) in the config drops them)')
+    print(f'classes with boxes: {sum(1 for c in cat_names if per_class[c])} of {len(cat_names)}')
+    for cat_id, n in per_class.most_common():
+        if cat_id in cat_names:
+            print(f'  {cat_id:>6} {cat_names[cat_id]:<24s} {n}')
+    empty = [f'{cat_names[c]} (id {c})' for c in cat_names if not per_class[c]]
+    if empty:
+        print(f'categories without any box ({len(empty)}): ' + ', '.join(empty[:10])
+              + (', ...' if len(empty) > 10 else ''))
+    for kind, msgs in sorted(errors.items()):
+        print(f'ERROR: {len(msgs)} x {kind}')
+        for m in msgs[:5]:
+            print(f'    {m}')
+    return sum(len(m) for m in errors.values())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('root', help='labeled root (with training/ validation/) or a PNG folder; '
-                        'either may be a squashfs image or a folder inside one')
+    parser.add_argument('root', nargs='?', help='labeled root (course layout with training/ '
+                        'validation/, or COCO layout with annotations/instances_<split>.json) or '
+                        'a PNG folder; a course or PNG one may be a squashfs image or inside one')
+    parser.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                        help='a COCO annotation file and its image folder, in any layout')
     parser.add_argument('--split', action='append', help='split to check (repeatable); '
                         'default: every split folder present')
     parser.add_argument('--decode', action='store_true', help='fully decode every image')
@@ -272,6 +373,17 @@ def main(argv=None) -> int:
     parser.add_argument('--quick', action='store_true', help=f'check the layout and the first '
                         f'{QUICK_SAMPLE} files of each folder only (seconds on any size)')
     args = parser.parse_args(argv)
+    if bool(args.root) == bool(args.coco):
+        parser.error('give a dataset folder or --coco ANN_FILE IMAGES')
+    from custom_modules.datasets.coco_det import coco_ann_file, coco_splits, is_coco_root
+    if args.coco or is_coco_root(args.root):
+        pairs = [args.coco] if args.coco else [
+            (coco_ann_file(args.root, s), osp.join(args.root, s))
+            for s in args.split or coco_splits(args.root)]
+        n_errors = sum(check_coco(ann, img_dir, args.decode, args.workers, args.quick)
+                       for ann, img_dir in pairs)
+        print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
+        return 1 if n_errors else 0
     try:
         root = resolve_data_root(args.root, flag='dataset')
     except UserError as e:

@@ -4,7 +4,8 @@
 #   plus the same fine-tuning from a random backbone, for comparison (SKIP_SCRATCH=1 skips it),
 #   then pictures: the detector's predictions on 4 validation images and the training curves.
 # DATA=DIR runs the chain on a real folder holding unlabeled/ (a folder, or a squashfs image:
-# unlabeled.sqsh) and labeled/{training,validation}.
+# unlabeled.sqsh) and labeled/ (the course layout, or COCO: labeled/annotations/
+# instances_{training,validation}.json with the images in labeled/{training,validation}/).
 # A rerun continues an interrupted training and skips finished ones (train.py --resume refuses a
 # folder trained from other inputs); remove $OUT to train everything again.
 set -euo pipefail
@@ -52,17 +53,19 @@ if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then
     echo "--- random-init backbone:" | tee -a "$RESULTS"
     "$PYTHON" tools/test.py "$SCRATCH_CFG" "$(last_ckpt "$OUT/frcnn_scratch")" \
         --data-root "$DATA/labeled" --split validation --work-dir "$OUT/test_scratch" \
-        2>&1 | grep -E "^ Average|^checkpoint" | tee -a "$RESULTS"
+        2>&1 | grep -E "^ Average|^ AP as|^checkpoint" | tee -a "$RESULTS"
     echo "--- MoCo v2 backbone:" | tee -a "$RESULTS"
 fi
 "$PYTHON" tools/test.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" --data-root "$DATA/labeled" \
     --split validation --work-dir "$OUT/test_mocov2" --out "$OUT/test_mocov2/predictions.pkl" \
-    2>&1 | grep -E "^ Average|^checkpoint|^dataset: |^logs|^predictions" | tee -a "$RESULTS"
+    2>&1 | grep -E "^ Average|^ AP as|^checkpoint|^dataset: |^logs|^predictions" | tee -a "$RESULTS"
 
 step "pictures: the MoCo-init detector on 4 validation images, the fine-tuning curves"
 PICS=$OUT/pictures
+VAL_IMAGES=$DATA/labeled/validation/images
+[[ -d $VAL_IMAGES ]] || VAL_IMAGES=$DATA/labeled/validation  # the COCO layout
 "$PYTHON" tools/infer.py "$DET_CFG" "$(last_ckpt "$OUT/frcnn_mocov2")" \
-    "$DATA/labeled/validation/images" --num 4 --out-dir "$PICS/predictions" \
+    "$VAL_IMAGES" --num 4 --out-dir "$PICS/predictions" \
     --grid "$PICS/predictions.png"
 RUNS=("$OUT/frcnn_mocov2") LABELS=("MoCo v2 init")
 if [[ "${SKIP_SCRATCH:-0}" != 1 ]]; then

@@ -1,12 +1,14 @@
 """Run a detector on any images: draw its predictions and write them as JSON.
 
     python tools/infer.py CONFIG CKPT INPUT [INPUT ...] [--out-dir DIR] [--score-thr 0.3]
-        [--device cpu|cuda] [--num N] [--grid FILE.png] [--cfg-options k=v ...] [--verbose]
+        [--device cpu|cuda] [--num N] [--grid FILE.png] [--data-root DIR | --coco ANN IMAGES]
+        [--cfg-options k=v ...] [--verbose]
 
 INPUT: an image, a folder (its images; sub-folders are not searched) or a quoted glob
 ('imgs/*.JPEG', 'data/**/*.PNG'). For every image, DIR (default work_dirs/infer) gets
-<name>.png, the image with the predictions scoring above --score-thr drawn (class names from the
-config's dataset: the course table), and <name>.json:
+<name>.png, the image with the predictions scoring above --score-thr drawn (class names: those
+the checkpoint was trained on; --data-root / --coco name a dataset whose classes the checkpoint
+must have, as tools/test.py checks), and <name>.json:
 
     {"image": PATH, "width": W, "height": H, "score_thr": T,
      "detections": [{"bbox": [x1, y1, x2, y2], "label": "dog", "label_id": 4, "score": 0.91}, ...]}
@@ -53,6 +55,10 @@ def parse_args(argv=None):
                    help='default: cuda when a GPU is visible, else cpu')
     p.add_argument('--num', type=int, help='only the first N images (in name order)')
     p.add_argument('--grid', metavar='FILE.png', help='also tile the pictures into this image')
+    p.add_argument('--data-root', help='labeled data (course or COCO layout) the checkpoint was '
+                   'trained for: its class names, checked against the checkpoint')
+    p.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                   help='the same for a COCO annotation file and its image folder')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     p.add_argument('--verbose', action='store_true', help='show third-party warnings too')
     return p.parse_args(argv)
@@ -97,19 +103,26 @@ def find_images(inputs, num=None) -> list:
     return found
 
 
-def load_detector(cfg: Config, checkpoint: str, device: str):
+def load_detector(cfg: Config, checkpoint: str, device: str, data_given: bool = False):
     """The config's detector with every weight from ``checkpoint`` (a UserError when they do not
-    fit each other), and the class names and colours of the config's test dataset: what
-    tools/test.py names the classes with."""
-    import copy
-
-    from mmdet.registry import DATASETS, MODELS
+    fit each other), named with the classes the checkpoint was trained on; with ``data_given``
+    (--data-root / --coco), or for a checkpoint that does not record them, the classes of the
+    config's test dataset, which the checkpoint must have been trained on."""
+    from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
-    from custom_modules.checkpoints import check_detector_checkpoint, load_state_dict_file
-    from custom_modules.config_edits import drop_backbone_init
+    from custom_modules.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
+                                            checkpoint_classes, load_state_dict_file)
+    from custom_modules.config_edits import (data_name, dataset_classes, drop_backbone_init,
+                                             set_num_classes)
+    from custom_modules.datasets.classes import palette
     from custom_modules.user_errors import UserError
     check_detector_checkpoint(checkpoint)
+    classes = checkpoint_classes(checkpoint)
+    if data_given or classes is None:
+        classes = dataset_classes(cfg)
+        check_checkpoint_classes(checkpoint, classes, data_name(cfg))
+    set_num_classes(cfg, len(classes))
     drop_backbone_init(cfg)  # every weight comes from the checkpoint
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
@@ -123,14 +136,7 @@ def load_detector(cfg: Config, checkpoint: str, device: str):
         raise UserError(f'{checkpoint} does not fit the model of {cfg.filename}: '
                         f'{len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} '
                         f'unexpected (e.g. {unexpected[:2]})')
-    dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
-    dataset_cfg['lazy_init'] = True  # the metainfo only: no file is read
-    meta = DATASETS.build(dataset_cfg).metainfo
-    num_classes = cfg.model.roi_head.bbox_head.num_classes
-    if len(meta['classes']) != num_classes:
-        raise UserError(f'{cfg.filename}: the test dataset names {len(meta["classes"])} classes '
-                        f'and the detector has {num_classes}')
-    model.dataset_meta = meta
+    model.dataset_meta = dict(classes=classes, palette=palette(len(classes)))
     model.cfg = cfg  # inference_detector reads the pipeline from it
     return model.to(device).eval()
 
@@ -168,7 +174,13 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model = load_detector(cfg, args.checkpoint, device)
+    from custom_modules.config_edits import set_coco_files, set_data_root, setup_coco
+    if args.data_root:
+        set_data_root(cfg, args.data_root, names=('test_dataloader', ))
+    if args.coco:
+        set_coco_files(cfg, 'test_dataloader', *args.coco)
+    setup_coco(cfg, names=('test_dataloader', ), check_files=False)
+    model = load_detector(cfg, args.checkpoint, device, bool(args.data_root or args.coco))
     pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     # the picture is decoded as the pipeline's loader decodes (e.g. Pillow, EXIF orientation
     # ignored), so the boxes sit on the pixels the model saw

@@ -3,7 +3,7 @@
     python tools/plot_curves.py WORK_DIR [WORK_DIR ...] [--keys loss lr bbox_mAP]
         [--labels NAME ...] [--out FILE.png]
     python tools/plot_curves.py --predictions PRED.pkl [--out-dir DIR] [--score-thr 0.3]
-        [--tp-iou 0.5] [--max-classes 30]
+        [--tp-iou 0.5] [--max-classes 30] [--data-root DIR | --ann-file FILE]
 
 Curves: one panel per key, the runs overlaid (e.g. MoCo-init vs random-init fine-tuning), from
 the scalar log tools/train.py writes (WORK_DIR/<timestamp>/vis_data/scalars.json; the runs of a
@@ -16,7 +16,8 @@ ground truth it holds. DIR (default: the file's folder) gets classwise_ap.csv an
 classwise_ap.png (AP and AP50 of each class with ground truth, the same numbers as test.py
 --classwise) and confusion_matrix.png (mmdet's confusion matrix: detections scoring at least
 --score-thr matched to ground truth at IoU >= --tp-iou; background is a missed object or a
-detection of nothing; the classes with the most ground truth, the others summed).
+detection of nothing; the classes with the most ground truth, the others summed). Class names:
+the course table, or the categories of a COCO-format --data-root or --ann-file.
 """
 import argparse
 import glob
@@ -51,6 +52,9 @@ def parse_args(argv=None):
                    help='--predictions: IoU at which a detection matches a ground-truth box')
     p.add_argument('--max-classes', type=int, default=30,
                    help='--predictions: classes shown in the confusion matrix')
+    p.add_argument('--data-root', help='--predictions: the labeled data they were made on, for '
+                   'the class names (a COCO-format folder; default: the course table)')
+    p.add_argument('--ann-file', help='--predictions: a COCO annotation file, for the class names')
     args = p.parse_args(argv)
     if bool(args.work_dirs) == bool(args.predictions):
         p.error('give WORK_DIR(s) for curves or --predictions PRED.pkl, not both')
@@ -249,23 +253,46 @@ def shown_classes(matrix, classes, most: int):
     return np.array([[matrix[np.ix_(r, c)].sum() for c in groups] for r in groups]), names
 
 
+def prediction_classes(args, samples) -> tuple:
+    """The class names of the labels in ``samples``: from the COCO file of --data-root or
+    --ann-file, else the course table; a label beyond them is an error naming both."""
+    from custom_modules.datasets import LABELED_CLASSES
+    from custom_modules.datasets.coco_det import (CocoDataError, coco_ann_file, coco_splits,
+                                                  is_coco_root, read_coco)
+    from custom_modules.user_errors import UserError
+    ann = args.ann_file
+    if args.data_root and is_coco_root(args.data_root):
+        ann = coco_ann_file(args.data_root, coco_splits(args.data_root)[0])
+    try:
+        classes = read_coco(ann).classes if ann else LABELED_CLASSES
+    except CocoDataError as e:
+        raise UserError(str(e)) from e
+    labels = [int(x) for s in samples for x in s['pred_instances']['labels'].tolist()]
+    labels += [int(g['bbox_label']) for s in samples for g in s['instances']]
+    if labels and max(labels) >= len(classes):
+        raise UserError(f'{args.predictions} has label {max(labels)}, but '
+                        f'{ann or "the course table"} names {len(classes)} classes: give the '
+                        'data the predictions were made on with --data-root or --ann-file')
+    return classes
+
+
 def plot_predictions(args) -> list:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from custom_modules.datasets import LABELED_CLASSES
     samples = load_predictions(args.predictions)
+    classes = prediction_classes(args, samples)
     out_dir = args.out_dir or osp.dirname(osp.abspath(args.predictions))
     os.makedirs(out_dir, exist_ok=True)
     csv_path = osp.join(out_dir, 'classwise_ap.csv')
-    mean_ap = evaluate(samples, LABELED_CLASSES, csv_path)
+    mean_ap = evaluate(samples, classes, csv_path)
     ap_png = osp.join(out_dir, 'classwise_ap.png')
     plot_classwise_ap(csv_path, f'{osp.basename(args.predictions)}: {len(samples)} images, '
                       f'AP {mean_ap:.3f}', ap_png)
-    matrix = confusion_matrix(samples, len(LABELED_CLASSES), args.score_thr, args.tp_iou)
-    matrix, names = shown_classes(matrix, LABELED_CLASSES, args.max_classes)
+    matrix = confusion_matrix(samples, len(classes), args.score_thr, args.tp_iou)
+    matrix, names = shown_classes(matrix, classes, args.max_classes)
     with np.errstate(invalid='ignore'):  # a row without ground truth is 0/0: shown as -1%
         upstream_tool('confusion_matrix').plot_confusion_matrix(
             matrix, names, save_dir=out_dir, show=False,

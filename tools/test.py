@@ -1,7 +1,7 @@
 """Evaluate a detector checkpoint: COCO bbox AP as pycocotools computes it (faster-coco-eval).
 
     python tools/test.py CONFIG (CKPT | --best-of DIR [DIR ...]) [--data-root DIR]
-        [--split validation] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
+        [--split validation] [--coco ANN_FILE IMAGES] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
         [--show-dir DIR [--score-thr 0.3]] [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
@@ -13,6 +13,10 @@ the seed reported its best checkpoint. The seed's flag names (--checkpoint-path,
 --dataset-root, --dataset-split) are accepted too. --show-dir writes every evaluated image with
 its ground truth (left) and the predictions scoring above --score-thr (right) drawn, named as
 the image (mmdet's DetVisualizationHook; class names from the dataset's metainfo).
+--data-root takes the course layout or a COCO-format folder (annotations/instances_<split>.json,
+images in <split>/); --coco names a COCO annotation file and its images in any other layout. The
+detector gets the data's number of classes; a checkpoint trained on another class list is
+refused, naming both.
 """
 import argparse
 import os
@@ -39,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument('--data-root', '--dataset-root', dest='data_root',
                    help='labeled dataset root (holds <split>/images, <split>/labels)')
     p.add_argument('--split', '--dataset-split', dest='split', help='e.g. validation')
+    p.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                   help='COCO-format data: annotation file and image folder')
     p.add_argument('--batch-size', type=int, help='images per GPU')
     p.add_argument('--classwise', action='store_true', help='also print per-class AP')
     p.add_argument('--out', help='write raw predictions to this .pkl file')
@@ -61,8 +67,11 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.checkpoints import best_checkpoint, check_detector_checkpoint
-    from custom_modules.config_edits import default_work_dir, set_data_root
+    from custom_modules.checkpoints import (best_checkpoint, check_checkpoint_classes,
+                                            check_detector_checkpoint)
+    from custom_modules.config_edits import (data_name, dataset_classes, default_work_dir,
+                                             set_coco_files, set_data_root, setup_coco)
+    from custom_modules.datasets.classes import LABELED_CLASSES
     from custom_modules.launch import set_launcher
     from custom_modules.user_errors import check_amp, check_data_folders
     if args.best_of:
@@ -76,18 +85,16 @@ def build_cfg(args) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    if args.data_root:
-        set_data_root(cfg, args.data_root, names=('test_dataloader', ))
     if args.split:
         cfg.test_dataloader.dataset.split = args.split
+    if args.data_root:
+        set_data_root(cfg, args.data_root, names=('test_dataloader', ))
+    if args.coco:
+        set_coco_files(cfg, 'test_dataloader', *args.coco)
     if args.batch_size:
         cfg.test_dataloader.batch_size = args.batch_size
     if args.classwise:
         cfg.test_evaluator.classwise = True
-    if cfg.test_dataloader.dataset.type == 'LabeledDetDataset':
-        from custom_modules.datasets.classes import LABELED_CLASSES
-        # the AP the seed's and the peer's evaluation would print (docs/seed-differences.md)
-        cfg.test_evaluator.seed_comparable_class = LABELED_CLASSES[0]
     if args.amp:
         cfg.test_cfg.fp16 = True
     # weights come from the checkpoint: do not demand the backbone's pretraining file
@@ -103,10 +110,18 @@ def build_cfg(args) -> Config:
             type='DetVisualizationHook', draw=True, score_thr=args.score_thr,
             test_out_dir=osp.abspath(args.show_dir))
     check_data_folders(cfg, names=('test_dataloader', ))
+    setup_coco(cfg, names=('test_dataloader', ))
+    classes = dataset_classes(cfg)
+    check_checkpoint_classes(args.checkpoint, classes, data_name(cfg))
+    if classes == LABELED_CLASSES:
+        # the AP the seed's and the peer's evaluation would print (docs/seed-differences.md)
+        evaluator = cfg.test_evaluator[0] if args.out else cfg.test_evaluator
+        evaluator.seed_comparable_class = LABELED_CLASSES[0]
     return cfg
 
 
 def main(argv=None):
+    from custom_modules.config_edits import data_name
     from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
     args = parse_args(argv)
     set_verbose(args.verbose)
@@ -115,8 +130,7 @@ def main(argv=None):
     runner = QuietRunner.from_cfg(cfg)
     metrics = runner.test()
     print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
-          + f'\ndataset: {cfg.test_dataloader.dataset.data_root} '
-          f'split={cfg.test_dataloader.dataset.get("split")}\nlogs: {runner.log_dir}'
+          + f'\ndataset: {data_name(cfg)}\nlogs: {runner.log_dir}'
           + (f'\npredictions: {args.out}' if args.out else '')
           + (f'\npictures: {osp.abspath(args.show_dir)}' if args.show_dir else ''))
     return metrics

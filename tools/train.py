@@ -1,10 +1,14 @@
 """Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
-        [--amp] [--data-root DIR] [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
+        [--amp] [--data-root DIR] [--coco-train ANN IMAGES --coco-val ANN IMAGES]
+        [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
         [--cfg-options k=v ...] [--launcher L] [--verbose]
 
---data-root, --pretrained and --amp are shorthands for the config fields they set; any other
+--data-root takes the course layout, a COCO-format folder (annotations/instances_<split>.json,
+images in <split>/) or a .sqsh image; --coco-train / --coco-val name a COCO annotation file and
+its image folder in any other layout. --data-root, --pretrained and --amp are shorthands for the
+config fields they set; any other
 field is changed with --cfg-options (mmengine's general mechanism). --tensorboard adds mmengine's
 TensorboardVisBackend beside the scalars.json log (`tensorboard --logdir work_dirs`); it needs
 `pip install tensorboard`, which the pinned stack leaves out.
@@ -49,6 +53,10 @@ def parse_args(argv=None):
                    help='resume work_dir although its config, data or checkpoints changed')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
+    p.add_argument('--coco-train', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                   help='COCO-format training data: annotation file and image folder')
+    p.add_argument('--coco-val', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
+                   help='COCO-format validation data: annotation file and image folder')
     p.add_argument('--pretrained', help='backbone checkpoint for a detection config: our MoCo / '
                    'DenseCL file, a facebookresearch/moco file or a torchvision ResNet-50')
     p.add_argument('--backbone-from-detector', action='store_true',
@@ -69,7 +77,8 @@ def build_cfg(args):
     """The config to train, and resolve_resume's decision: what to continue, with that
     checkpoint's metadata."""
     from custom_modules.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
-                                             drop_backbone_init, set_data_root, set_pretrained)
+                                             drop_backbone_init, set_coco_files, set_data_root,
+                                             set_pretrained, setup_coco)
     from custom_modules.launch import set_launcher
     from custom_modules.resume_policy import resolve_resume, run_inputs
     from custom_modules.user_errors import check_amp, check_data_folders, check_tensorboard
@@ -80,6 +89,9 @@ def build_cfg(args):
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    for name, files in (('train_dataloader', args.coco_train), ('val_dataloader', args.coco_val)):
+        if files:
+            set_coco_files(cfg, name, *files)
     if args.pretrained:
         say(set_pretrained(cfg, args.pretrained, args.backbone_from_detector))
     check_amp(args.amp)
@@ -90,6 +102,7 @@ def build_cfg(args):
         add_tensorboard(cfg)
     check_tensorboard(cfg)  # also when set with --cfg-options
     check_data_folders(cfg, names=('train_dataloader', 'val_dataloader'))
+    setup_coco(cfg, names=('train_dataloader', 'val_dataloader'))
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,
                               restarted)

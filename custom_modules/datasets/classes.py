@@ -16,7 +16,7 @@ LABELED_CLASSES = (
     'axe', 'salt or pepper shaker', 'croquet ball', 'skunk', 'starfish')
 
 
-def _palette(n: int) -> list:
+def palette(n: int) -> list:
     # golden-ratio hue steps keep neighbouring class indices visually distinct
     import colorsys
     colours = []
@@ -27,4 +27,4 @@ def _palette(n: int) -> list:
     return colours
 
 
-LABELED_PALETTE = _palette(len(LABELED_CLASSES))
+LABELED_PALETTE = palette(len(LABELED_CLASSES))
