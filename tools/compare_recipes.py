@@ -30,7 +30,7 @@ RECIPES = [
     ('SSL (R50, SyncBN, 4conv1fc head, multi-scale)',
      'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_1xb8-ms-demo-4e_synthetic.py',
      ('MoCo v2', 'DenseCL', None)),
-    ('ViTDet-style (ViT, simple pyramid, layer decay)',
+    ("peer's ViT (simple pyramid, layer decay)",
      'configs/vitdet/faster-rcnn_vit-tiny-mae-pre_sfp_1xb4-demo-4e_synthetic.py',
      ('MAE', None)),
 ]
