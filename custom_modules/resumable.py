@@ -10,13 +10,15 @@
 - :class:`TimeLimitHook`: on SIGUSR1 (``sbatch --signal=USR1@SECONDS``) every rank stops after
   the current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job; on
   SIGTERM (preemption, ``scancel``, ``scontrol requeue``) the same save, and Slurm decides about
-  the requeue.
+  the requeue. It also saves ``iter_N.pth`` every ``save_every_minutes`` inside an epoch, for
+  the faults that send no signal (``kill -9``, a node that dies).
 """
 import hashlib
 import os
 import random
 import signal
 import subprocess
+from time import monotonic
 
 import numpy as np
 import torch
@@ -196,6 +198,13 @@ class TimeLimitHook(Hook):
     A stop during the validation after an epoch (the detection configs' COCO evaluation of the
     whole validation set can outlast the signal's lead) saves the end of that epoch; the resumed
     run validates it first.
+
+    Args:
+        save_every_minutes: also save ``iter_N.pth`` (the same resume point, without stopping)
+            after the first iteration that ends this long after the last checkpoint, inside an
+            epoch; each replaces the one before. None or 0: epoch checkpoints only. Rank 0's
+            clock decides, so all ranks save at the same iteration. Configs list this hook third
+            in ``custom_hooks``: ``--cfg-options custom_hooks.2.save_every_minutes=10``.
     """
 
     priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
@@ -205,11 +214,19 @@ class TimeLimitHook(Hook):
               'time, so stopping would gain nothing; training goes on until the limit ends the '
               'job. Give the job more --time or a shorter --signal lead.')
 
+    # 30: a dead node costs at most half an hour (a V100 detection epoch) for a save of seconds
+    def __init__(self, save_every_minutes: float | None = 30) -> None:
+        self.save_every = 60 * save_every_minutes if save_every_minutes else None
+        self._saved_at = 0.0  # rank 0's clock at the last checkpoint
+        self._last = ''  # the last checkpoint seen (``last_checkpoint``)
+
     def before_train(self, runner) -> None:
         # tools/train.py's handler from its first line notes a signal that came while it started
         if getattr(catch_stop_signals(), 'arrived', False):
             runner.logger.warning(self._EARLY.format(when='before training started'))
         self._trained = False
+        self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
+        self._last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
         pending = runner.message_hub.get_info(VAL_PENDING_KEY)
         if pending is not None and runner.val_loop is not None:
             runner.message_hub.update_info(VAL_PENDING_KEY, None)
@@ -221,16 +238,20 @@ class TimeLimitHook(Hook):
         if _stop_requested == signal.SIGTERM:  # came after the last iteration: end now
             raise SystemExit(_exit_status(signal.SIGTERM))
 
-    def _stop_agreed(self) -> int:
-        flag = torch.tensor([_stop_requested], dtype=torch.int32)
+    def _agreed(self) -> tuple[int, bool]:
+        """(the stop signal any rank received or 0, whether rank 0 finds a timed save due), the
+        same on every rank: one all_reduce per iteration carries both."""
+        due = (self.save_every is not None and is_main_process()
+               and monotonic() - self._saved_at >= self.save_every)
+        flag = torch.tensor([_stop_requested, int(due)], dtype=torch.int32)
         if is_distributed():
             if dist.get_backend() == 'nccl':
                 flag = flag.cuda()
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
+        return int(flag[0]), bool(flag[1])
 
     def before_train_epoch(self, runner) -> None:
-        signum = self._stop_agreed()
+        signum = self._agreed()[0]
         if not signum:
             return
         if not self._trained:
@@ -249,32 +270,39 @@ class TimeLimitHook(Hook):
         # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
         # scheduler step, checkpoint and validation come first
         if batch_idx + 1 < len(runner.train_dataloader):
-            signum = self._stop_agreed()
+            signum, due = self._agreed()
             if signum:
                 self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter + 1)
+            elif due:
+                path = self._save(runner, epoch=runner.epoch, iter_=runner.iter + 1)
+                runner.logger.info(f'in-epoch checkpoint {path} (every '
+                                   f'{self.save_every / 60:g} minutes)')
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         # every rank runs as many validation iterations (DefaultSampler pads them to the same
         # number of samples), so they meet in this all_reduce
         if not self._trained:  # not inside training (tools/test.py) or its first validation
             return
-        signum = self._stop_agreed()
+        signum = self._agreed()[0]
         if signum:
             runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
             self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
     def after_train_epoch(self, runner) -> None:
-        """Drop in-epoch checkpoints once an epoch checkpoint supersedes them."""
+        """Drop in-epoch checkpoints once an epoch checkpoint supersedes them; the time to the
+        next timed save counts from a new checkpoint."""
         if not is_main_process():
             return
         last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        if last != self._last:
+            self._last, self._saved_at = last, monotonic()
         if not last or os.path.basename(last).startswith('iter_'):
             return
-        for name in os.listdir(runner.work_dir):
-            if name.startswith('iter_') and name.endswith('.pth'):
-                os.remove(os.path.join(runner.work_dir, name))
+        _remove_iter_checkpoints(runner.work_dir)
 
-    def _stop(self, runner, signum: int, epoch: int, iter_: int) -> None:
+    def _save(self, runner, epoch: int, iter_: int) -> str:
+        """Save the resume point ``iter_N.pth`` (every rank's RNG state included), point
+        ``last_checkpoint`` at it and drop the older in-epoch ones; return its path."""
         runner.message_hub.update_info(RNG_KEY, all_gather_object(capture_rng()))
         name = f'iter_{iter_}.pth'
         path = os.path.join(runner.work_dir, name)
@@ -285,6 +313,13 @@ class TimeLimitHook(Hook):
             with open(tmp, 'w') as f:
                 f.write(path)
             os.replace(tmp, os.path.join(runner.work_dir, 'last_checkpoint'))
+            _remove_iter_checkpoints(runner.work_dir, keep=name)
+            self._last, self._saved_at = path, monotonic()
+        return path
+
+    def _stop(self, runner, signum: int, epoch: int, iter_: int) -> None:
+        path = self._save(runner, epoch, iter_)
+        if is_main_process():
             why = ('SIGUSR1, e.g. the Slurm time limit is near' if signum == signal.SIGUSR1
                    else 'SIGTERM: preemption, scancel or a requeue')
             runner.logger.warning(f'stop requested ({why}): saved {path} at epoch {epoch + 1}, '
@@ -293,6 +328,12 @@ class TimeLimitHook(Hook):
                 _requeue(runner)
         barrier()
         raise SystemExit(_exit_status(signum))
+
+
+def _remove_iter_checkpoints(work_dir: str, keep: str = '') -> None:
+    for name in os.listdir(work_dir):
+        if name.startswith('iter_') and name.endswith('.pth') and name != keep:
+            os.remove(os.path.join(work_dir, name))
 
 
 def _read_text(path: str) -> str:

@@ -4,18 +4,22 @@ One truncated file in a folder of 512,000 PNGs otherwise stops MoCo pretraining 
 ``failed to load image: .../8.PNG``, and a requeued job replays the same order and dies on the
 same file again. :class:`UnlabeledImageFolder` logs such a file, counts it and trains on another
 image in its place; too many unreadable files still stop the job (a damaged copy or mount).
-:class:`UnreadableImageHook` logs the count once per epoch in the main process.
+Ranks other than 0 have no log file in mmengine (and an ERROR-level console), so each names its
+files in ``<log_dir>/unreadable_images_rank<R>.log`` as it finds them.
+:class:`UnreadableImageHook` logs the count over all ranks once per epoch in the main process.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os.path as osp
+import time
 
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
-from mmengine.dist import all_gather_object, is_main_process
+from mmengine.dist import all_gather_object, get_rank, is_main_process
 from mmengine.hooks import Hook
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 from mmengine.registry import HOOKS
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
@@ -23,6 +27,23 @@ from mmpretrain.registry import DATASETS
 from ..resumable import SeededSamplesMixin
 
 CHECK_TOOL = 'python tools/check_dataset.py {} --decode'  # --decode: finds truncated files
+
+
+def rank_log(log_dir: str, rank: int) -> str:
+    """Where a rank other than 0 names its unreadable files."""
+    return osp.join(log_dir, f'unreadable_images_rank{rank}.log')
+
+
+def _log_on_this_rank(msg: str) -> None:
+    """print_log for a rank other than 0, whose warnings mmengine writes nowhere: append the
+    message to :func:`rank_log` beside the run's log (this rank and its loader workers append,
+    one short write each)."""
+    rank = get_rank()
+    log_file = MMLogger.get_current_instance().log_file if rank else None  # the run's log
+    if not log_file:
+        return
+    with open(rank_log(osp.dirname(log_file), rank), 'a') as f:
+        f.write(f'{time.strftime("%Y/%m/%d %H:%M:%S")} - rank {rank} - WARNING - {msg}\n')
 
 
 class UnreadableImagesError(RuntimeError):
@@ -137,9 +158,10 @@ class UnlabeledImageFolder(SeededSamplesMixin, CustomDataset):
                 f'e.g. {", ".join(examples)}; last error: {path}: {error}. Find them all with '
                 f'`{CHECK_TOOL.format(self.img_prefix)}`, then remove or replace them.')
         if new:
-            print_log(f'unreadable image {path} ({error}): training uses another image in its '
-                      f'place ({count} unreadable so far, max_unreadable={self.max_unreadable})',
-                      logger='current', level=logging.WARNING)
+            msg = (f'unreadable image {path} ({error}): training uses another image in its place '
+                   f'({count} unreadable so far, max_unreadable={self.max_unreadable})')
+            print_log(msg, logger='current', level=logging.WARNING)
+            _log_on_this_rank(msg)
 
     def unreadable_files(self, limit: int | None = None) -> list[str]:
         """Paths of the unreadable files found so far by this process and its workers."""
@@ -164,7 +186,8 @@ class UnreadableImageHook(Hook):
 
     N is the number of distinct unreadable files found since the job started, over all ranks
     (their file lists are gathered, so every rank must run this hook, as it does from the
-    config), with a few names and the command that finds them all.
+    config), with a few names, the files where the other ranks named theirs, and the command
+    that finds them all.
     """
 
     def before_train(self, runner) -> None:
@@ -181,7 +204,10 @@ class UnreadableImageHook(Hook):
         files = sorted({f for rank in gathered for f, _ in rank})
         if files:
             folders = sorted({folder for rank in gathered for _, folder in rank})
+            others = [rank_log(runner.log_dir, r) for r, found in enumerate(gathered)
+                      if r and found]
             runner.logger.warning(
                 f'{len(files)} unreadable images skipped so far, e.g. {", ".join(files[:3])}; '
-                'find them all with '
+                + (f'ranks other than 0 named theirs in {", ".join(others)}; ' if others else '')
+                + 'find them all with '
                 + ' and '.join(f'`{CHECK_TOOL.format(folder)}`' for folder in folders))
