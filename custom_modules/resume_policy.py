@@ -45,7 +45,11 @@ _FILE_KEYS = ('checkpoint', 'load_from', 'ann_file')
 
 
 class ChangedInputsError(UserError):
-    pass
+    """``work_dir`` holds a run trained from other inputs: ``diffs``, one line each."""
+
+    def __init__(self, message: str, work_dir: str, diffs: list[str]):
+        super().__init__(message)
+        self.work_dir, self.diffs = work_dir, diffs
 
 
 def read_checkpoint_meta(path: str) -> tuple[dict | None, str]:
@@ -180,6 +184,22 @@ def _lr_note(diffs: list[str]) -> str:
             'checkpoint: auto_scale_lr does not rescale a resumed run.')
 
 
+def _compare_record(work_dir: str, own: str, inputs: dict, allow_input_change: bool) -> list[str]:
+    """How ``inputs`` differ from the record of the run that wrote ``own``; ChangedInputsError
+    when they do and that is not allowed."""
+    recorded = _read_record(work_dir)
+    diffs = (differences(recorded, inputs) if recorded is not None
+             else [f'{RECORD}: missing (no record of what trained this folder)'])
+    if diffs and not allow_input_change:
+        raise ChangedInputsError(
+            f'{work_dir} holds a run trained from other inputs than this command gives; '
+            'not resuming it:\n  ' + '\n  '.join(diffs[:20])
+            + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
+            + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
+            'with the new inputs (--allow-input-change).' + _lr_note(diffs), work_dir, diffs)
+    return diffs
+
+
 class Decision(NamedTuple):
     """What :func:`resolve_resume` decided: ``message`` for the log; ``meta``, the metadata of
     the checkpoint the run continues (None for a new run), read once."""
@@ -210,16 +230,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
         _point_last_checkpoint(work_dir, resume)
         return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)')
     if own and (resume or cfg.get('resume')):
-        recorded = _read_record(work_dir)
-        diffs = (differences(recorded, inputs) if recorded is not None
-                 else [f'{RECORD}: missing (no record of what trained this folder)'])
-        if diffs and not allow_input_change:
-            raise ChangedInputsError(
-                f'{work_dir} holds a run trained from other inputs than this command gives; '
-                'not resuming it:\n  ' + '\n  '.join(diffs[:20])
-                + (f'\n  ... ({len(diffs)} differences)' if len(diffs) > 20 else '')
-                + f'\nEither train into a new folder (--work-dir NEW_DIR) or continue {own} '
-                'with the new inputs (--allow-input-change).' + _lr_note(diffs))
+        diffs = _compare_record(work_dir, own, inputs, allow_input_change)
         if diffs:
             write_record(work_dir, inputs)
         return _resume_from(cfg, own, own_meta,
@@ -245,3 +256,15 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
     write_record(work_dir, inputs)
     return Decision(f'starting a new run in {work_dir}'
                     + (' (nothing to resume there)' if resume else ''))
+
+
+def check_resume(cfg: Config, inputs: dict, allow_input_change: bool = False) -> Decision:
+    """What ``--resume`` would continue in ``cfg.work_dir``, writing nothing (a check before a
+    job is queued): ChangedInputsError as :func:`resolve_resume` raises it, else the latest
+    resume point as ``cfg.load_from`` with its metadata (None: nothing to resume)."""
+    own, meta = _latest_resume_point(cfg.work_dir)
+    if own is None:
+        return Decision(f'nothing to resume in {cfg.work_dir}')
+    _compare_record(cfg.work_dir, own, inputs, allow_input_change)
+    cfg.load_from = own
+    return Decision(f'would resume from {own}', meta)

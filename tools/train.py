@@ -3,7 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
         [--amp] [--data-root DIR] [--coco-train ANN IMAGES --coco-val ANN IMAGES]
         [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
-        [--cfg-options k=v ...] [--launcher L] [--verbose]
+        [--cfg-options k=v ...] [--launcher L] [--verbose] [--check-inputs-only]
 
 --data-root takes the course layout, a COCO-format folder (annotations/instances_<split>.json,
 images in <split>/) or a .sqsh image; --coco-train / --coco-val name a COCO annotation file and
@@ -66,6 +66,10 @@ def parse_args(argv=None):
     p.add_argument('--verbose', action='store_true',
                    help='also show the environment, config and hook dumps on the terminal')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    p.add_argument('--check-inputs-only', action='store_true',
+                   help='write and train nothing: refuse as --resume would if work_dir holds a '
+                   'run trained from other inputs, else print what --resume would do (finished, '
+                   'resume or new); for checks before a job is queued')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
@@ -80,7 +84,7 @@ def build_cfg(args):
                                              drop_backbone_init, set_coco_files, set_data_root,
                                              set_pretrained, setup_coco)
     from custom_modules.launch import set_launcher
-    from custom_modules.resume_policy import resolve_resume, run_inputs
+    from custom_modules.resume_policy import check_resume, resolve_resume, run_inputs
     from custom_modules.user_errors import check_amp, check_data_folders, check_tensorboard
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
@@ -92,9 +96,14 @@ def build_cfg(args):
     for name, files in (('train_dataloader', args.coco_train), ('val_dataloader', args.coco_val)):
         if files:
             set_coco_files(cfg, name, *files)
-    if args.pretrained:
+    dry = args.check_inputs_only
+    if args.pretrained and dry and not osp.exists(args.pretrained):
+        # the pretraining job queued before this one writes it
+        cfg.model.backbone.init_cfg.checkpoint = args.pretrained
+    elif args.pretrained:
         say(set_pretrained(cfg, args.pretrained, args.backbone_from_detector))
-    check_amp(args.amp)
+    if not dry:  # the node that runs the job has the GPU, not the one that submits it
+        check_amp(args.amp)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -103,6 +112,8 @@ def build_cfg(args):
     check_tensorboard(cfg)  # also when set with --cfg-options
     check_data_folders(cfg, names=('train_dataloader', 'val_dataloader'))
     setup_coco(cfg, names=('train_dataloader', 'val_dataloader'))
+    if dry:
+        return cfg, check_resume(cfg, run_inputs(cfg), args.allow_input_change)
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,
                               restarted)
@@ -133,6 +144,11 @@ def main(argv=None):
     set_verbose(args.verbose)
     quiet_warnings()
     cfg, decision = build_cfg(args)
+    if args.check_inputs_only:
+        state = ('finished' if finished(cfg, decision.meta) else
+                 'resume' if decision.meta else 'new')
+        print(f'{state}: {decision.message}', flush=True)
+        return
     if finished(cfg, decision.meta):
         say(f'train.py: {cfg.work_dir} already finished its {cfg.train_cfg.max_epochs} epochs '
             f'({cfg.load_from}); nothing to train')

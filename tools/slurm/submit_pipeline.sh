@@ -17,8 +17,20 @@
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
 # its files, a PNG in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
 # .venv, else python: as train.sbatch picks it) imports torch, mmengine, mmdet and mmpretrain;
-# the first problem stops it with one "error: ..." line and exit status 2.
+# the first problem stops it with one "error: ..." line and exit status 2. So does a work folder
+# trained from other inputs (a rehearsal's in the same folder, say): its job would stop there.
+# Submitted again from the same folder (the command a failed job prints), it continues the chain:
+# stages that finished are not queued again, the failed one continues its latest checkpoint, and
+# the jobs left pending behind the failure are cancelled and replaced; while jobs of the earlier
+# submission still run or wait, it refuses.
 set -euo pipefail
+# this submission again, from here, with the settings it was given: a stage that fails prints it
+# (train.sbatch), as the one command that continues the chain from there
+resubmit="cd $(printf %q "$PWD") &&"
+for v in LABELED UNLABELED MOCO PRETRAIN RECIPE PRETRAIN_GPUS DET_GPUS SBATCH_ARGS MOCO_ARGS \
+        DET_ARGS TEST_ARGS MOCO_EPOCHS DET_EPOCHS PYTHON CONFIG_DIR GRES MAX_RESTARTS; do
+    if [[ -v $v ]]; then resubmit+=" $v=$(printf %q "${!v}")"; fi
+done
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 export REPO
 CONFIG_DIR=${CONFIG_DIR:-$REPO/configs}
@@ -113,61 +125,156 @@ case ${RECIPE:-seed} in
     *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning) or ssl" ;;
 esac
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
+SSL_CFG=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py
 det_dir() { echo "work_dirs/$(basename "${DET}-$1_labeled")"; }
+
+# the training jobs of the chain, in order
+stages=()
+if [[ -z "${MOCO:-}" ]]; then
+    stages+=(pretrain)
+    MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_$MOCO_STOP.pth
+fi
+if [[ ${RECIPE:-seed} == ssl ]]; then
+    stages+=(ssl-36e)
+else
+    stages+=(s1-23e s2-27e s3-37e)
+fi
+seed_stages=([1]=s1-23e [2]=s2-27e [3]=s3-37e)
+stage_end=([1]=$E1 [2]=$E2 [3]=$E3)
+# stage_job STAGE sets, for that stage's job: label, name, gpus, dir (its work folder), args_var
+# (the *_ARGS variable of its extra arguments) and sargs (train.sbatch's arguments)
+# shellcheck disable=SC2206  # *_ARGS are option lists
+stage_job() {
+    case $1 in
+        pretrain)
+            label=pretrain name=${PRETRAIN:-mocov2} gpus=$PRETRAIN_GPUS args_var=MOCO_ARGS
+            dir=work_dirs/$(basename "$MOCO_CFG" .py)
+            sargs=("$MOCO_CFG" --data-root "$UNLABELED" --cfg-options "train_cfg.max_epochs=$MOCO_STOP"
+                   "param_scheduler.0.T_max=$MOCO_TOTAL" "param_scheduler.0.end=$MOCO_TOTAL" ${MOCO_ARGS:-}) ;;
+        ssl-36e)
+            label="fine-tune ssl-36e" name=det-ssl gpus=$DET_GPUS args_var=DET_ARGS
+            dir=work_dirs/$(basename "$SSL_CFG" .py)
+            sargs=("$SSL_CFG" --data-root "$LABELED" --pretrained "$MOCO" --amp ${DET_ARGS:-}) ;;
+        *)
+            local k=${1:1:1} opts
+            label="fine-tune $1" name=det-s$k gpus=$DET_GPUS args_var=DET_ARGS dir=$(det_dir "$1")
+            opts=("train_cfg.max_epochs=${stage_end[$k]}" "param_scheduler.1.milestones=[$E1,$E2]"
+                  "param_scheduler.1.end=$E3")
+            if [[ $k == 1 ]]; then
+                sargs=("${DET}-$1_labeled.py" --data-root "$LABELED" --pretrained "$MOCO")
+            else  # the previous stage's last epoch (the configs name epoch_23 / epoch_27)
+                opts+=("load_from=$(det_dir "${seed_stages[k - 1]}")/epoch_${stage_end[k - 1]}.pth")
+                sargs=("${DET}-$1_labeled.py" --data-root "$LABELED")
+            fi
+            sargs+=(--cfg-options "${opts[@]}" ${DET_ARGS:-}) ;;
+    esac
+}
+
+# A stage whose work folder exists (an earlier submission, a rehearsal): its job would continue
+# it only if it was trained from the same inputs, and stop there hours later otherwise; a stage
+# that finished needs no job. tools/train.py --check-inputs-only tells which, writing nothing.
+checked=() check=()
+for s in "${stages[@]}"; do
+    stage_job "$s"
+    if [[ -d $dir ]]; then
+        checked+=("$s")
+        check+=("$args_var" "$gpus" "${sargs[@]}" ';')
+    fi
+done
+declare -A state=()
+if ((${#checked[@]})); then
+    if ! out=$("$PY" "$REPO/tools/slurm/check_stages.py" "${check[@]}" 2>&1); then
+        why=$(grep -m 1 '^error: ' <<<"$out" | sed 's/^error: //' || true)
+        die "${why:-$PY $REPO/tools/slurm/check_stages.py failed: $(tail -n 1 <<<"$out")}"
+    fi
+    i=0
+    while read -r verdict; do
+        state[${checked[i++]}]=$verdict
+    done < <(grep -oE '^(finished|resume|new):' <<<"$out" | tr -d :)
+fi
+
+# Jobs that an earlier submission from this folder left in the queue. Those pending after a
+# failed job (DependencyNeverSatisfied, or waiting for such a job) can never start: this
+# submission replaces them. Any other runs or will: a second chain would train the same folders.
+declare -A jname=() why_pending=() after=() stale=()
+ours=() alive=()
+here=$(pwd -P)
+if queue=$(squeue -h -u "$(id -un)" -o '%i|%j|%T|%r|%E|%Z' 2>/dev/null); then
+    while IFS='|' read -r id jn st why dep wd; do
+        [[ -n $id && ($wd == "$PWD" || $wd == "$here") ]] || continue
+        case $jn in mocov2 | densecl | det-s[123] | det-ssl | det-test) ;; *) continue ;; esac
+        case $st in COMPLETED | CANCELLED | FAILED | TIMEOUT | NODE_FAIL | BOOT_FAIL | DEADLINE | OUT_OF_MEMORY)
+            continue ;;  # ended, shown for a while after
+        esac
+        ours+=("$id")
+        jname[$id]=$jn why_pending[$id]=$([[ $st == PENDING ]] && echo "$why" || echo "$st")
+        after[$id]=$dep
+    done <<<"$queue"
+fi
+changed=1
+while ((changed)); do
+    changed=0
+    for id in "${ours[@]}"; do
+        [[ -z ${stale[$id]:-} ]] || continue
+        dead=${why_pending[$id]}
+        if [[ $dead == Dependency ]]; then
+            for d in $(grep -oE ':[0-9]+' <<<"${after[$id]}" | tr -d :); do
+                [[ -n ${stale[$d]:-} ]] && dead=DependencyNeverSatisfied
+            done
+        fi
+        if [[ $dead == DependencyNeverSatisfied ]]; then
+            stale[$id]=1 changed=1
+        fi
+    done
+done
+for id in "${ours[@]}"; do
+    [[ -n ${stale[$id]:-} ]] || alive+=("$id (${jname[$id]}, ${why_pending[$id]})")
+done
+if ((${#alive[@]})); then
+    printf -v list '%s, ' "${alive[@]}"
+    die "jobs submitted earlier from this folder are still queued or running: ${list%, };" \
+        "a second chain would train the same work folders at once. Wait for them to end, or" \
+        "cancel them (scancel ${ours[*]}) and submit again"
+fi
+
 mkdir -p work_dirs/slurm
+# what to run when a stage fails (train.sbatch prints it): this submission again, from here
+export PIPELINE_RESUBMIT="$resubmit $(printf %q "$REPO/tools/slurm/submit_pipeline.sh")"
+if ((${#stale[@]})); then
+    mapfile -t replaced < <(printf '%s\n' "${!stale[@]}" | sort -n)
+    scancel "${replaced[@]}"
+    for id in "${replaced[@]}"; do
+        echo "cancelled job $id (${jname[$id]}): it waited for a failed job"
+    done
+fi
 # GRES= (empty) for a cluster without GPU gres (e.g. the tests' CPU cluster)
 gres() { [[ -z "${GRES-x}" ]] && echo "--gres=none" || echo "--gres=${GRES:-gpu:$1}"; }
 # shellcheck disable=SC2086  # SBATCH_ARGS, *_ARGS are option lists
 submit() { sbatch --parsable --output='work_dirs/slurm/%x-%j.out' $SBATCH_ARGS "$@"; }
 
-dep=()
-if [[ -z "${MOCO:-}" ]]; then
-    # shellcheck disable=SC2086
-    moco_job=$(submit --job-name="${PRETRAIN:-mocov2}" --ntasks-per-node="$PRETRAIN_GPUS" "$(gres "$PRETRAIN_GPUS")" \
-        "$REPO/tools/slurm/train.sbatch" "$MOCO_CFG" --data-root "$UNLABELED" \
-        --cfg-options "train_cfg.max_epochs=$MOCO_STOP" "param_scheduler.0.T_max=$MOCO_TOTAL" \
-        "param_scheduler.0.end=$MOCO_TOTAL" ${MOCO_ARGS:-})
-    echo "pretrain: job $moco_job"
-    dep=(--dependency="afterok:$moco_job")
-    MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_$MOCO_STOP.pth
-fi
-if [[ ${RECIPE:-seed} == ssl ]]; then
-    SSL_CFG=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py
-    # shellcheck disable=SC2086
-    job=$(submit --job-name=det-ssl --ntasks-per-node="$DET_GPUS" "$(gres "$DET_GPUS")" "${dep[@]}" \
-        "$REPO/tools/slurm/train.sbatch" "$SSL_CFG" --data-root "$LABELED" --pretrained "$MOCO" \
-        --amp ${DET_ARGS:-})
-    echo "fine-tune ssl-36e: job $job"
-    # shellcheck disable=SC2086
-    job=$(submit --job-name=det-test "$(gres 1)" --dependency="afterok:$job" \
-        "$REPO/tools/slurm/test.sbatch" "$SSL_CFG" --best-of "work_dirs/$(basename "$SSL_CFG" .py)" \
-        --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
-    echo "test: job $job (summary in work_dirs/slurm/det-test-$job.out)"
-    exit 0
-fi
-prev=("${dep[@]}")
-stage_end=([1]=$E1 [2]=$E2 [3]=$E3)
-stages=([1]=s1-23e [2]=s2-27e [3]=s3-37e)
-for k in 1 2 3; do
-    stage=${stages[$k]}
-    opts=("train_cfg.max_epochs=${stage_end[$k]}" "param_scheduler.1.milestones=[$E1,$E2]"
-          "param_scheduler.1.end=$E3")
-    extra=()
-    if [[ $k == 1 ]]; then
-        extra=(--pretrained "$MOCO")
-    else  # the previous stage's last epoch (the configs name epoch_23 / epoch_27)
-        opts+=("load_from=$(det_dir "${stages[$((k - 1))]}")/epoch_${stage_end[$((k - 1))]}.pth")
+# the stages that finished need no job; the first that did not and every later one are queued
+prev=()
+skipping=1
+for s in "${stages[@]}"; do
+    stage_job "$s"
+    # pretraining is done when the keep file the fine-tuning starts from is there too
+    if ((skipping)) && [[ ${state[$s]:-} == finished && ($s != pretrain || -f $MOCO) ]]; then
+        echo "$label: finished ($dir), not submitted again"
+        continue
     fi
-    # shellcheck disable=SC2086
-    job=$(submit --job-name="det-${stage%%-*}" --ntasks-per-node="$DET_GPUS" "$(gres "$DET_GPUS")" \
-        "${prev[@]}" "$REPO/tools/slurm/train.sbatch" "${DET}-${stage}_labeled.py" --data-root "$LABELED" \
-        "${extra[@]}" --cfg-options "${opts[@]}" ${DET_ARGS:-})
-    echo "fine-tune $stage: job $job"
+    skipping=0
+    job=$(submit --job-name="$name" --ntasks-per-node="$gpus" "$(gres "$gpus")" "${prev[@]}" \
+        "$REPO/tools/slurm/train.sbatch" "${sargs[@]}")
+    echo "$label: job $job"
     prev=(--dependency="afterok:$job")
 done
-# the checkpoint that scored best on validation over the three stages, as the seed reported
+# the checkpoint that scored best on validation (over the three stages), as the seed reported
+if [[ ${RECIPE:-seed} == ssl ]]; then
+    best=("work_dirs/$(basename "$SSL_CFG" .py)") test_cfg=$SSL_CFG
+else
+    best=("$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)") test_cfg=${DET}-s3-37e_labeled.py
+fi
 # shellcheck disable=SC2086
 job=$(submit --job-name=det-test "$(gres 1)" "${prev[@]}" "$REPO/tools/slurm/test.sbatch" \
-    "${DET}-s3-37e_labeled.py" --best-of "$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)" \
-    --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
+    "$test_cfg" --best-of "${best[@]}" --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
 echo "test: job $job (summary in work_dirs/slurm/det-test-$job.out)"
