@@ -3,6 +3,7 @@
 No Slurm cluster: a fake `sbatch` (and `srun`) first on PATH records its arguments, so a test can
 tell that a bad input stopped the pipeline before ANY job was queued (a queued job with a bad input
 fails hours later, after waiting in the queue)."""
+import json
 import os
 import shutil
 import stat
@@ -190,6 +191,37 @@ def test_labeled_with_a_broken_label_file(rig, data):
     bad.write_text('bboxes: [[1, 2, 3]]\nlabels: [dog]\n')
     r = run(rig, [SUBMIT], LABELED=str(labeled), UNLABELED=data['unlabeled'])
     assert_refused(rig, r, str(bad), 'malformed box', 'check_dataset.py')
+
+
+@pytest.fixture
+def coco_labeled(rig, data):
+    """The tiny labeled set converted to COCO (tools/dataset_converters/course_to_coco.py)."""
+    from dataset_converters.course_to_coco import convert
+    convert(data['labeled'], str(rig['tmp'] / 'coco'))
+    return rig['tmp'] / 'coco'
+
+
+def test_coco_labeled_folder_is_submitted(rig, data, coco_labeled):
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = rig['calls']()
+    assert len(calls) == 5 and all(f'--data-root {coco_labeled}' in c for c in calls[1:]), calls
+
+
+def test_coco_labeled_folder_without_a_split_file(rig, data, coco_labeled):
+    (coco_labeled / 'annotations' / 'instances_validation.json').unlink()
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'])
+    assert_refused(rig, r, f'LABELED={coco_labeled}', 'annotations/instances_validation.json')
+
+
+def test_coco_labeled_folder_with_a_bad_entry(rig, data, coco_labeled):
+    ann_file = coco_labeled / 'annotations' / 'instances_validation.json'
+    ann = json.loads(ann_file.read_text())
+    ann['annotations'][0]['category_id'] = 555
+    ann_file.write_text(json.dumps(ann))
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'])
+    assert_refused(rig, r, 'category_id 555 is not in "categories"', 'check_dataset.py')
 
 
 def test_unlabeled_without_png(rig, data):

@@ -353,6 +353,9 @@ def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool =
         print(f'categories without any box ({len(empty)}): ' + ', '.join(empty[:10])
               + (', ...' if len(empty) > 10 else ''))
     for kind, msgs in sorted(errors.items()):
+        if quick:  # one line per problem, as --quick prints the course layout's
+            print('\n'.join(f'ERROR: {m}' for m in msgs[:5]))
+            continue
         print(f'ERROR: {len(msgs)} x {kind}')
         for m in msgs[:5]:
             print(f'    {m}')

@@ -38,7 +38,7 @@ die() { echo "error: $*" >&2; exit 2; }
 
 # --- checks: a job that fails hours later in the queue costs far more than these seconds
 LABELED=${LABELED:-}
-[[ -n $LABELED ]] || die "set LABELED to the labeled dataset root (the folder with training/ and validation/)"
+[[ -n $LABELED ]] || die "set LABELED to the labeled dataset root (the folder with training/ and validation/, or a COCO-format one with annotations/)"
 # a path through a squashfs image (unlabeled_224.sqsh, labeled.sqsh/...) is read as it is: the
 # image and the layout inside it are checked by check_dataset.py --quick below
 in_image() {
@@ -49,6 +49,12 @@ in_image() {
 if ! in_image "$LABELED"; then
     [[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
     for split in training validation; do
+        if [[ -d $LABELED/annotations ]]; then  # COCO-format data, as train.py --data-root reads it
+            [[ -f $LABELED/annotations/instances_$split.json ]] || die "LABELED=$LABELED has no" \
+                "annotations/instances_$split.json: expected LABELED/annotations/instances_{training,validation}.json" \
+                "with the images in LABELED/{training,validation}/"
+            continue
+        fi
         for sub in images labels; do
             [[ -d $LABELED/$split/$sub ]] || die "LABELED=$LABELED has no $split/$sub/ folder: expected" \
                 "LABELED/{training,validation}/images/<id>.JPEG and .../labels/<id>.yml"
