@@ -354,7 +354,7 @@ def _requeue(runner) -> None:
     if restarts >= limit:
         runner.logger.error(
             f'job {job} already restarted {restarts} times (MAX_RESTARTS={limit}): not requeued '
-            'again. Submit the same sbatch command to continue from the saved checkpoint.')
+            'again; the job fails, and its last log lines say what continues it.')
         return
     r = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
     if r.returncode:

@@ -111,8 +111,13 @@ def _flatten(obj, prefix: str, out: dict) -> None:
         out[prefix] = obj
 
 
+# when to save, not what is trained: TimeLimitHook's in-epoch checkpoint interval
+_IGNORED_LAST = ('save_every_minutes', )
+
+
 def _ignored(key: str) -> bool:
-    return any(key == p or key.startswith(p + '.') for p in _IGNORED)
+    return (any(key == p or key.startswith(p + '.') for p in _IGNORED)
+            or key.rsplit('.', 1)[-1] in _IGNORED_LAST)
 
 
 def run_inputs(cfg: Config) -> dict:

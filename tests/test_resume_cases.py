@@ -98,6 +98,21 @@ def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
     assert 'learning rate stays' in decision.message and 'world_size: 4 -> 2' in decision.message
 
 
+def test_another_checkpoint_interval_resumes(tmp_path):
+    """How often TimeLimitHook saves inside an epoch changes nothing that is trained: a job
+    resubmitted with another save_every_minutes continues its run."""
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, None, run_inputs(cfg))
+    resume_point(os.path.join(cfg.work_dir, 'epoch_5.pth'), 5, 50)
+    cfg = cfg_for(tmp_path)
+    hook = next(h for h in cfg.custom_hooks if h['type'] == 'TimeLimitHook')
+    hook['save_every_minutes'] = 5
+    assert resolve_resume(cfg, 'auto', run_inputs(cfg)).meta['epoch'] == 5
+    cfg = cfg_for(tmp_path, 'b')  # while another input still stops it
+    with pytest.raises(ChangedInputsError, match='data_root'):
+        resolve_resume(cfg, 'auto', run_inputs(cfg))
+
+
 class _ToyModel(BaseModel):
     def __init__(self):
         super().__init__()
