@@ -35,6 +35,15 @@ def write_sample(root, split, img_id, size=(64, 48), bboxes=((4, 5, 30, 40),), l
     return img_path, label_path
 
 
+def write_tiny_labeled(root):
+    """Two training images and one validation image, two objects each, in the course layout."""
+    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
+        for i in ids:
+            write_sample(root, split, i, size=(96, 64), bboxes=((10, 8, 50, 40), (60, 30, 90, 60)),
+                         labels=('dog', 'starfish'))
+    return root
+
+
 @pytest.fixture
 def cache_dir(tmp_path):
     return str(tmp_path / 'index-cache')

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import write_sample
+from conftest import write_tiny_labeled
 from test_slurm import DET, DET_WRAPPER, MOCO_DEMO, MOCO_WRAPPER
 
 pytestmark = pytest.mark.slurm
@@ -34,10 +34,7 @@ def rig(tmp_path_factory, slurm, synthetic_root):
     and the environment of a user's shell on the cluster (no pipeline variables)."""
     root = tmp_path_factory.mktemp('chain_cases')
     labeled = str(root / 'labeled')
-    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
-        for i in ids:
-            write_sample(labeled, split, i, size=(96, 64), labels=('dog', 'starfish'),
-                         bboxes=((10, 8, 50, 40), (60, 30, 90, 60)))
+    write_tiny_labeled(labeled)
     cfg_dir = root / 'configs'
     (cfg_dir / 'faster_rcnn').mkdir(parents=True)
     (cfg_dir / 'mocov2').mkdir()

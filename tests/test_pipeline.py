@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import write_sample
+from conftest import write_tiny_labeled
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, init_default_scope
@@ -105,12 +105,7 @@ def tiny_det_cfg(path, root, work_dir, epochs=None, extra=()):
 
 @pytest.fixture
 def tiny_labeled(tmp_path):
-    root = str(tmp_path / 'labeled')
-    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
-        for i in ids:
-            write_sample(root, split, i, size=(96, 64), bboxes=((10, 8, 50, 40), (60, 30, 90, 60)),
-                         labels=('dog', 'starfish'))
-    return root
+    return write_tiny_labeled(str(tmp_path / 'labeled'))
 
 
 def test_staged_configs_chain_with_the_seed_lrs(tiny_labeled, tmp_path, monkeypatch, moco_checkpoint):

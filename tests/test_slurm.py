@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import write_sample
+from conftest import write_tiny_labeled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
@@ -67,10 +67,7 @@ def env(tmp_path_factory, synthetic_root):
     """Working folder with tiny labeled data, wrapper configs and a MoCo checkpoint."""
     root = tmp_path_factory.mktemp('slurm_work')
     labeled = str(root / 'labeled')
-    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
-        for i in ids:
-            write_sample(labeled, split, i, size=(96, 64), labels=('dog', 'starfish'),
-                         bboxes=((10, 8, 50, 40), (60, 30, 90, 60)))
+    write_tiny_labeled(labeled)
     cfg_dir = root / 'configs'
     (cfg_dir / 'faster_rcnn').mkdir(parents=True)
     (cfg_dir / 'mocov2').mkdir()
