@@ -1,24 +1,68 @@
-"""Image loading that names the file when decoding fails."""
+"""Image loading that names the file when decoding fails and keeps 16-bit images' contrast."""
+import io
+
+import mmcv
+import numpy as np
+from mmcv.image.io import _pillow2array
 from mmcv.transforms import LoadImageFromFile
-from mmdet.registry import TRANSFORMS
+from mmdet.registry import TRANSFORMS as DET_TRANSFORMS
+from mmengine import fileio
+from mmpretrain.registry import TRANSFORMS as PRETRAIN_TRANSFORMS
+from PIL import Image, ImageOps
 
 
-@TRANSFORMS.register_module()
+def pillow_to_8bit(img: Image.Image, flag: str) -> Image.Image:
+    """A 16-bit grayscale image (PNG, TIFF: Pillow mode ``I;16*``) as 8-bit ``L`` holding the
+    high byte of each pixel, which is what Pillow keeps of 16-bit RGB and RGBA files; Pillow's
+    own conversion to RGB clips such an image at 255 (nearly all white). Other images are
+    returned as they are."""
+    if not img.mode.startswith('I;16'):
+        return img
+    if flag in ('color', 'grayscale'):  # the new image has no EXIF: orient it here, as mmcv would
+        img = ImageOps.exif_transpose(img)
+    return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))  # mode L
+
+
+# Registered in the two scopes that load images with it: the detection datasets (mmdet) and the
+# unlabeled pretraining datasets (mmpretrain), which thereby decode every file alike.
+@DET_TRANSFORMS.register_module()
+@PRETRAIN_TRANSFORMS.register_module()
 class LoadImageNamed(LoadImageFromFile):
-    """mmdet's ``LoadImageFromFile``, but a failure says which file and why.
+    """mmcv's ``LoadImageFromFile``, but a failure says which file and why, and a 16-bit image
+    is scaled to 8 bits (:func:`pillow_to_8bit`) instead of clipped.
 
     Use with ``imdecode_backend='pillow'``: Pillow raises on a truncated JPEG, whereas OpenCV
-    silently returns a partly grey image. Grayscale, CMYK and RGBA files are converted to
-    3-channel colour by the decoder. The configs load with
+    silently returns a partly grey image. Grayscale, palette, CMYK and RGBA files are converted
+    to 3-channel colour by mmcv's Pillow decoding. The configs load with
     ``color_type='color_ignore_orientation'``: colour, with the EXIF orientation not applied, as
-    the seed's loader did (the yml boxes are in the stored pixel order).
+    the seed's loader did (the yml boxes are in the stored pixel order). A subclass of
+    ``LoadImageFromFile``, so ``UnlabeledImageFolder`` treats its failures as unreadable files.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.file_client_args is not None:  # deprecated in mmcv; transform reads backend_args
+            raise ValueError('LoadImageNamed takes backend_args, not file_client_args')
+
     def transform(self, results: dict):
+        path = results['img_path']
         try:
-            out = super().transform(results)
+            img = self._decode(fileio.get(path, backend_args=self.backend_args))
         except Exception as e:
-            raise OSError(f"{results['img_path']}: cannot decode image ({e})") from e
-        if out is None or out.get('img') is None:
-            raise OSError(f"{results['img_path']}: cannot decode image (decoder returned nothing)")
-        return out
+            raise OSError(f'{path}: cannot decode image ({e})') from e
+        if img is None:
+            raise OSError(f'{path}: cannot decode image (decoder returned nothing)')
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+    def _decode(self, content: bytes):
+        if self.imdecode_backend != 'pillow':
+            return mmcv.imfrombytes(content, flag=self.color_type, backend=self.imdecode_backend)
+        # mmcv.imfrombytes' Pillow branch, with the 16-bit scaling before its colour conversion
+        with io.BytesIO(content) as buff:
+            img = Image.open(buff)
+            return _pillow2array(pillow_to_8bit(img, self.color_type), self.color_type)

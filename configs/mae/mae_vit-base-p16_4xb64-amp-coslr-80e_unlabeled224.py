@@ -7,7 +7,11 @@ _base_ = 'mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py'
 custom_imports = dict(imports=['custom_modules', 'custom_modules.datasets.unlabeled'],
                       allow_failed_imports=False)
 
-data_root = 'data/unlabeled'  # folder of N.PNG files, sub-folders allowed
+data_root = 'data/unlabeled'  # the course's folder of N.PNG files, sub-folders allowed
+# any image folder can be --data-root, decoded as the detection configs decode: as MoCo v2's
+image_extensions = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
 batch_size = 64  # per GPU; the peer ran 4 GPUs x 64
 accumulate = 2  # optimizer steps every 2 iterations: 512 images per update, as the peer's
 lr = 1.5e-4 * 512 / 256  # MAE's base LR for 512 images per update
@@ -26,7 +30,7 @@ seed = 0
 model = dict(head=dict(norm_pix=False))
 
 train_pipeline = [  # MAE's: RandomResizedCrop(224, scale=(0.2, 1.0), bicubic), flip
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
@@ -42,10 +46,10 @@ train_dataloader = dict(
     # redefined: cross-package inheritance tags it with `_scope_`, which the runner passes on
     # to default_collate as an argument
     collate_fn=dict(_delete_=True, type='default_collate'),
-    # PNGs with an upper-case extension and no labels; an unreadable PNG is logged and replaced
-    # by another image instead of stopping the job
+    # images without labels; an unreadable image is logged and replaced by another image
+    # instead of stopping the job
     dataset=dict(_delete_=True, type='UnlabeledImageFolder', data_root=data_root,
-                 with_label=False, extensions=('.png', ), pipeline=train_pipeline))
+                 with_label=False, extensions=image_extensions, pipeline=train_pipeline))
 
 optim_wrapper = dict(
     optimizer=dict(lr=lr),

@@ -20,7 +20,7 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=num_workers,
     dataset=dict(data_root=data_root, pipeline=[
-        dict(type='LoadImageFromFile'),
+        _base_.load_image,
         dict(type='RandomResizedCrop', scale=crop_size, crop_ratio_range=(0.2, 1.0),
              backend='pillow', interpolation='bicubic'),
         dict(type='RandomFlip', prob=0.5),

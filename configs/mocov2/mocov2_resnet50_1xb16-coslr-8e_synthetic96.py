@@ -24,7 +24,7 @@ train_dataloader = dict(
     num_workers=num_workers,
     persistent_workers=True,
     dataset=dict(data_root=data_root, pipeline=[
-        dict(type='LoadImageFromFile'),
+        _base_.load_image,
         dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
         dict(type='PackInputs'),
     ]))

@@ -6,7 +6,13 @@ custom_imports = dict(imports=['custom_modules', 'custom_modules.moco_transforms
                                'custom_modules.datasets.unlabeled'],
                       allow_failed_imports=False)
 
-data_root = 'data/unlabeled'  # folder of N.PNG files, sub-folders allowed
+data_root = 'data/unlabeled'  # the course's folder of N.PNG files, sub-folders allowed
+# any image folder can be --data-root: these extensions in any case, in any sub-folder
+image_extensions = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+# decoded as the detection configs decode (custom_modules/transforms.py): Pillow, EXIF orientation
+# not applied, 3-channel colour, 16-bit scaled; the course's RGB PNGs give the same pixels as cv2
+load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
 batch_size = 32  # per GPU; the seed ran 4 GPUs x 32
 lr = 0.015  # for a total batch of 128 (auto_scale_lr rescales for other totals)
 max_epochs = 200  # cosine schedule length
@@ -32,7 +38,7 @@ view_pipeline = [
     dict(type='RandomFlip', prob=0.5),
 ]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
     dict(type='PackInputs'),
 ]
@@ -46,10 +52,10 @@ train_dataloader = dict(
     # redefined: cross-package inheritance tags it with `_scope_`, which the runner passes on
     # to default_collate as an argument
     collate_fn=dict(_delete_=True, type='default_collate'),
-    # PNGs with an upper-case extension and no labels (the folder scan lower-cases names); an
-    # unreadable PNG is logged and replaced by another image instead of stopping the job
+    # images without labels (the folder scan lower-cases names); an unreadable image is logged
+    # and replaced by another image instead of stopping the job
     dataset=dict(_delete_=True, type='UnlabeledImageFolder', data_root=data_root,
-                 with_label=False, extensions=('.png', ), pipeline=train_pipeline))
+                 with_label=False, extensions=image_extensions, pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
