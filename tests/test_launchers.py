@@ -224,12 +224,13 @@ def test_coco_labeled_folder_with_a_bad_entry(rig, data, coco_labeled):
     assert_refused(rig, r, 'category_id 555 is not in "categories"', 'check_dataset.py')
 
 
-def test_unlabeled_without_png(rig, data):
-    empty = rig['tmp'] / 'no-png'
+def test_unlabeled_without_images(rig, data):
+    empty = rig['tmp'] / 'no-images'
     (empty / 'sub').mkdir(parents=True)
-    (empty / 'sub' / 'a.JPEG').write_bytes(b'')
+    (empty / 'sub' / 'a.gif').write_bytes(b'')
+    (empty / 'notes.txt').write_bytes(b'')
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=str(empty))
-    assert_refused(rig, r, f'UNLABELED={empty}', '.png')
+    assert_refused(rig, r, f'UNLABELED={empty}', 'no image file', '.jpeg')
 
 
 def test_missing_moco_checkpoint(rig, data):

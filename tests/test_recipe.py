@@ -113,7 +113,7 @@ def test_moco_aug_plus_views(moco_cfg):
     """MoCo v2 --aug-plus, as built (the cv2 variants keep the seed's parameters)."""
     init_default_scope(moco_cfg.default_scope)
     pipeline = moco_cfg.train_dataloader.dataset.pipeline
-    assert [t.type for t in pipeline] == ['LoadImageFromFile', 'MultiView', 'PackInputs']
+    assert [t.type for t in pipeline] == ['LoadImageNamed', 'MultiView', 'PackInputs']
     mv = TRANSFORMS.build(pipeline[1])
     assert mv.num_views == [2] and len(mv.pipelines) == 1  # two views of the same pipeline
     crop, jitter, gray, blur, flip = mv.pipelines[0].transforms

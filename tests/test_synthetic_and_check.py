@@ -10,6 +10,8 @@ from make_synthetic_data import make_dataset
 
 from custom_modules.datasets import LABELED_CLASSES
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_layout_and_labels(synthetic_root):
     lab = os.path.join(synthetic_root, 'labeled')
@@ -45,18 +47,27 @@ def test_check_dataset_ok_on_generated_data(synthetic_root, capsys):
     out = capsys.readouterr().out
     assert 'training' in out and 'validation' in out and 'box sizes (COCO): small' in out
     assert check_dataset.main([os.path.join(synthetic_root, 'unlabeled'), '--workers', '1']) == 0
-    assert '.PNG images: 16' in capsys.readouterr().out
+    assert '\nimages: 16' in capsys.readouterr().out
 
 
-def test_check_dataset_unlabeled_matches_png_in_any_case(tmp_path, capsys):
+def test_check_dataset_unlabeled_matches_images_in_any_case(tmp_path, capsys):
     from PIL import Image
-    for name in ('a.png', 'b.PNG', 'sub/c.Png'):
+    for name, fmt in (('a.png', 'PNG'), ('b.PNG', 'PNG'), ('sub/c.Png', 'PNG'), ('sub/d.JPG', 'JPEG'),
+                      ('e.tif', 'TIFF')):
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
-        Image.new('RGB', (8, 8)).save(tmp_path / name, format='PNG')
+        Image.new('RGB', (8, 8)).save(tmp_path / name, format=fmt)
     (tmp_path / 'notes.txt').write_text('not an image')
     assert check_dataset.main([str(tmp_path), '--workers', '1']) == 0
     out = capsys.readouterr().out
-    assert '.PNG images: 3' in out and '.txt: 1' in out
+    assert '\nimages: 5' in out and '.txt: 1' in out
+
+
+def test_check_dataset_looks_for_what_the_pretraining_configs_read():
+    from mmengine.config import Config
+    for name in ('mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py',
+                 'mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py'):
+        cfg = Config.fromfile(os.path.join(REPO, 'configs', name))
+        assert tuple(cfg.train_dataloader.dataset.extensions) == check_dataset.IMAGE_EXTENSIONS
 
 
 def test_check_dataset_lists_every_problem(tmp_path, capsys):

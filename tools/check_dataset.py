@@ -2,7 +2,7 @@
 
     python tools/check_dataset.py /labeled                 # training + validation
     python tools/check_dataset.py /labeled --split validation --decode
-    python tools/check_dataset.py train/unlabeled          # folder of N.PNG files
+    python tools/check_dataset.py train/unlabeled          # an unlabeled image folder
     python tools/check_dataset.py /labeled --quick         # layout + a few files, in seconds
     python tools/check_dataset.py unlabeled_224.sqsh --decode  # a squashfs image, read as it is
     python tools/check_dataset.py DIR          # COCO: DIR/annotations/instances_<split>.json
@@ -41,6 +41,8 @@ from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root  # noqa: 
 from custom_modules.user_errors import UserError  # noqa: E402
 
 SPLITS = ('training', 'validation')
+# what the pretraining configs read (their image_extensions; tests/test_any_images.py pins both)
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 QUICK_SAMPLE = 32  # files per folder that --quick reads
 
 
@@ -149,8 +151,8 @@ def check_labeled_split(root: str, split: str, decode: bool, workers: int) -> in
 def check_unlabeled(root: str, decode: bool, workers: int) -> int:
     paths, other = [], Counter()
     for name in fileio.list_dir_or_file(root, list_dir=False, recursive=True):
-        # as mmpretrain's CustomDataset(extensions=('.png',)) matches, which lower-cases names
-        if name.lower().endswith('.png'):
+        # as mmpretrain's CustomDataset(extensions=...) matches, which lower-cases names
+        if name.lower().endswith(IMAGE_EXTENSIONS):
             paths.append(fileio.join_path(root, name))
         else:
             other[osp.splitext(name)[1]] += 1
@@ -165,13 +167,13 @@ def check_unlabeled(root: str, decode: bool, workers: int) -> int:
                     sizes[f'{size[0]}x{size[1]}'] += 1
                     modes[mode] += 1
     print(f'== {root} (unlabeled)')
-    print(f'.PNG images: {len(paths)}')
+    print(f'images: {len(paths)}')
     print('sizes: ' + ', '.join(f'{k}: {v}' for k, v in sizes.most_common(5)))
     print('modes: ' + ', '.join(f'{k}: {v}' for k, v in modes.most_common()))
     if other:
         print('other files (not used): ' + ', '.join(f'{k or "(none)"}: {v}' for k, v in other.items()))
     if not paths:
-        errors.append(f'{root}: no .PNG files found')
+        errors.append(f'{root}: no image files found ({", ".join(IMAGE_EXTENSIONS)})')
     for e in errors[:10]:
         print(f'ERROR: {e}')
     return len(errors)
@@ -252,11 +254,13 @@ def quick_check_labeled_split(root: str, split: str, decode: bool = False,
 
 
 def quick_check_unlabeled(root: str, decode: bool = False, n: int = QUICK_SAMPLE) -> int:
-    """The first ``n`` PNGs (any case, two folder levels) have a readable header."""
-    paths = _first_files(root, lambda name: name.lower().endswith('.png'), n, max_depth=2)
+    """The first ``n`` images (any case, two folder levels) have a readable header."""
+    paths = _first_files(root, lambda name: name.lower().endswith(IMAGE_EXTENSIONS), n,
+                         max_depth=2)
     errors = [err for _, _, err in _check_unlabeled_chunk((paths, decode)) if err]
     if not paths:
-        errors.append(f'{root}: no .PNG files found (first two folder levels)')
+        errors.append(f'{root}: no image files found (first two folder levels; '
+                      f'{", ".join(IMAGE_EXTENSIONS)})')
     print(f'== {root} (unlabeled, quick: {len(paths)} files read, the rest not checked)')
     for e in errors[:5]:
         print(f'ERROR: {e}')
@@ -366,7 +370,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('root', nargs='?', help='labeled root (course layout with training/ '
                         'validation/, or COCO layout with annotations/instances_<split>.json) or '
-                        'a PNG folder; a course or PNG one may be a squashfs image or inside one')
+                        'an unlabeled image folder; either may be a squashfs image or inside one')
     parser.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
                         help='a COCO annotation file and its image folder, in any layout')
     parser.add_argument('--split', action='append', help='split to check (repeatable); '

@@ -10,7 +10,7 @@ times per image, file to both views:
          RandomGrayscale p=0.2, moco's PIL GaussianBlur([.1, 2.]) p=0.5, RandomHorizontalFlip,
          ToTensor, Normalize: two float32 tensors, normalized
   ours - the train pipeline of configs/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py
-         (mmpretrain Compose: LoadImageFromFile, MultiView of the same augmentations, PackInputs):
+         (mmpretrain Compose: LoadImageNamed, MultiView of the same augmentations, PackInputs):
          two uint8 tensors; normalization and BGR->RGB are left to SelfSupDataPreprocessor on
          the GPU
 Best of REPEAT passes over the files each, taken in turn (page cache warm). Prints images/s per core for each, the

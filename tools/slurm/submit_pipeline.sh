@@ -15,7 +15,7 @@
 # one job instead of the seed's s1 -> s2 -> s3; DET_EPOCHS does not apply to it.
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
-# its files, a PNG in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
+# its files, an image in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
 # .venv, else python: as train.sbatch picks it) imports torch, mmengine, mmdet and mmpretrain;
 # the first problem stops it with one "error: ..." line and exit status 2. So does a work folder
 # trained from other inputs (a rehearsal's in the same folder, say): its job would stop there.
@@ -62,12 +62,15 @@ if ! in_image "$LABELED"; then
     done
 fi
 if [[ -z "${MOCO:-}" ]]; then
-    [[ -n "${UNLABELED:-}" ]] || die "set UNLABELED to the unlabeled PNG folder, or MOCO to a checkpoint"
+    [[ -n "${UNLABELED:-}" ]] || die "set UNLABELED to the unlabeled image folder, or MOCO to a checkpoint"
     if ! in_image "$UNLABELED"; then
-        [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled PNG folder or .sqsh image, or MOCO to a checkpoint"
-        # the first PNG found ends the search: the real folder holds 512,000 on a network filesystem
-        [[ -n $(find "$UNLABELED" -maxdepth 2 -iname '*.png' -print -quit 2>/dev/null) ]] ||
-            die "UNLABELED=$UNLABELED has no .png/.PNG file (searched two levels): set UNLABELED to the unlabeled PNG folder"
+        [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled image folder or .sqsh image, or MOCO to a checkpoint"
+        # the first image found ends the search: the real folder holds 512,000 on a network
+        # filesystem (the extensions the pretraining configs read, any case)
+        [[ -n $(find "$UNLABELED" -maxdepth 2 \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \
+                -o -iname '*.webp' -o -iname '*.bmp' -o -iname '*.tif' -o -iname '*.tiff' \) \
+                -print -quit 2>/dev/null) ]] ||
+            die "UNLABELED=$UNLABELED has no image file (.png .jpg .jpeg .webp .bmp .tif .tiff, searched two levels): set UNLABELED to the unlabeled image folder"
     fi
 else
     [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
