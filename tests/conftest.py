@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -47,6 +48,23 @@ def write_tiny_labeled(root):
 @pytest.fixture
 def cache_dir(tmp_path):
     return str(tmp_path / 'index-cache')
+
+
+@pytest.fixture(scope='module')
+def module_tmp(request, tmp_path_factory):
+    """``tmp_path_factory.mktemp`` for a module's fixtures, removed when the module ends without
+    a failure: the trained checkpoints of all modules together would need tens of GB of /tmp."""
+    made = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

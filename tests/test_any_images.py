@@ -37,10 +37,10 @@ def _rgb(rng, w, h):
 
 
 @pytest.fixture(scope='module')
-def folder(tmp_path_factory):
+def folder(module_tmp):
     """A nested folder of every extension in mixed case, mixed sizes and modes; returns (root,
     the images the datasets must find)."""
-    root = tmp_path_factory.mktemp('any-images')
+    root = module_tmp('any-images')
     rng = np.random.default_rng(0)
     gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint16) * 257, (4, 1)))
     assert gradient.mode == 'I;16'

@@ -29,10 +29,10 @@ PIPELINE_VARS = ('LABELED', 'UNLABELED', 'MOCO', 'PRETRAIN', 'RECIPE', 'PRETRAIN
 
 
 @pytest.fixture(scope='module')
-def rig(tmp_path_factory, slurm, synthetic_root):
+def rig(module_tmp, slurm, synthetic_root):
     """Configs under the names submit_pipeline.sh uses, tiny labeled data, a MoCo checkpoint,
     and the environment of a user's shell on the cluster (no pipeline variables)."""
-    root = tmp_path_factory.mktemp('chain_cases')
+    root = module_tmp('chain_cases')
     labeled = str(root / 'labeled')
     write_tiny_labeled(labeled)
     cfg_dir = root / 'configs'

@@ -26,10 +26,10 @@ TOOL = os.path.join(ROOT, 'tools', 'dataset_converters', 'course_to_coco.py')
 
 
 @pytest.fixture(scope='module')
-def src(tmp_path_factory):
+def src(module_tmp):
     """Generated data, plus one hand-written image whose yml has float boxes, a box partly
     outside the image and a wrong image_size: what the converter must not take at face value."""
-    out = tmp_path_factory.mktemp('course')
+    out = module_tmp('course')
     make_dataset(str(out), seed=1, num_unlabeled=0, num_train=3, num_val=4)
     labeled = str(out / 'labeled')
     write_sample(labeled, 'validation', 100, size=(64, 48), label_doc=yaml.safe_dump(dict(
@@ -39,9 +39,9 @@ def src(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def converted(src, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('coco'))
-    summaries = convert(src, out, cache_dir=str(tmp_path_factory.mktemp('cache')))
+def converted(src, module_tmp):
+    out = str(module_tmp('coco'))
+    summaries = convert(src, out, cache_dir=str(module_tmp('cache')))
     return out, summaries
 
 

@@ -33,11 +33,11 @@ def tool(name, *args, check=True):
 
 
 @pytest.fixture(scope='module')
-def course_and_coco(tmp_path_factory):
+def course_and_coco(module_tmp):
     """(course root, its COCO conversion) of one small generated set."""
     from dataset_converters.course_to_coco import convert
     from make_synthetic_data import make_dataset
-    out = tmp_path_factory.mktemp('coco-data')
+    out = module_tmp('coco-data')
     make_dataset(str(out / 'syn'), seed=3, num_unlabeled=0, num_train=8, num_val=4,
                  min_size=96, max_size=160)
     convert(str(out / 'syn' / 'labeled'), str(out / 'coco'))
@@ -45,11 +45,11 @@ def course_and_coco(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def three_classes(course_and_coco, tmp_path_factory):
+def three_classes(course_and_coco, module_tmp):
     """The converted set relabelled: its 3 most frequent classes as ids 7, 42, 1000 (in the
     order 1000, 7, 42 in the file, so label order != id order), the other boxes dropped."""
     _, coco = course_and_coco
-    root = tmp_path_factory.mktemp('three')
+    root = module_tmp('three')
     os.makedirs(root / 'annotations')
     for split in ('training', 'validation'):
         data = json.load(open(os.path.join(coco, 'annotations', f'instances_{split}.json')))

@@ -26,8 +26,8 @@ def driver():
 
 
 @pytest.fixture(scope='module')
-def day_one(tmp_path_factory):
-    work = tmp_path_factory.mktemp('day_one')
+def day_one(module_tmp):
+    work = module_tmp('day_one')
     out = work / 'out'
     env = dict(os.environ, PY=sys.executable, XDG_CACHE_HOME=str(work / 'cache'))
     env.pop('OUT', None)

@@ -57,10 +57,10 @@ def run(rig, cmd, **env):
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
+def data(module_tmp):
     """A tiny generated data set in the course layout."""
     from make_synthetic_data import make_dataset
-    out = tmp_path_factory.mktemp('launch-data')
+    out = module_tmp('launch-data')
     make_dataset(str(out), seed=0, num_unlabeled=4, num_train=2, num_val=2)
     return dict(labeled=str(out / 'labeled'), unlabeled=str(out / 'unlabeled'))
 

@@ -54,7 +54,7 @@ def det_model(path, pretrained=None):
 
 
 @pytest.fixture(scope='module')
-def mae_file(tmp_path_factory):
+def mae_file(module_tmp):
     """An MAE ViT-B/16 checkpoint as the runner writes it (the real pretraining config's model:
     224 px, class token, decoder), every backbone tensor random."""
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def mae_file(tmp_path_factory):
     with torch.no_grad():
         for t in model.backbone.state_dict().values():
             t.normal_()
-    path = str(tmp_path_factory.mktemp('mae') / 'keep_epoch_80.pth')
+    path = str(module_tmp('mae') / 'keep_epoch_80.pth')
     torch.save(dict(meta=dict(epoch=80), state_dict=model.state_dict()), path)
     return path, {k: v.clone() for k, v in model.backbone.state_dict().items()}
 

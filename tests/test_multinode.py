@@ -75,9 +75,9 @@ auto_scale_lr = dict(enable=True, base_batch_size=4)
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory, synthetic_root):
+def env(module_tmp, synthetic_root):
     """Working folder with tiny labeled data, wrapper configs and the audit hook."""
-    root = tmp_path_factory.mktemp('multinode')
+    root = module_tmp('multinode')
     labeled = str(root / 'labeled')
     for split, ids in (('training', (1, 2)), ('validation', (3, 4, 5, 6))):
         for i in ids:

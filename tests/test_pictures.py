@@ -67,8 +67,8 @@ def tool_error(capsys, tool, argv):
 
 
 @pytest.fixture(scope='module')
-def labeled(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('labeled'))
+def labeled(module_tmp):
+    root = str(module_tmp('labeled'))
     for split, ids in (('training', (1, 2)), ('validation', (3, 4))):
         for i in ids:
             img, _ = write_sample(root, split, i, size=None, image_size=False,
@@ -78,31 +78,31 @@ def labeled(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def det_ckpt(tmp_path_factory):
+def det_ckpt(module_tmp):
     """An untrained detector of the demo config, saved as tools/train.py saves one."""
     cfg = Config.fromfile(DET)
     cfg.model.backbone.init_cfg = None
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp('det') / 'epoch_1.pth')
+    path = str(module_tmp('det') / 'epoch_1.pth')
     torch.save(dict(meta=dict(epoch=1), state_dict=MODELS.build(cfg.model).state_dict()), path)
     return path
 
 
 @pytest.fixture(scope='module')
-def moco_ckpt(tmp_path_factory):
+def moco_ckpt(module_tmp):
     """A MoCo pretraining checkpoint's layout (only its keys matter to the checks)."""
-    path = str(tmp_path_factory.mktemp('moco') / 'epoch_8.pth')
+    path = str(module_tmp('moco') / 'epoch_8.pth')
     torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1), 'queue': torch.zeros(1),
                                 'momentum_encoder.conv1.weight': torch.zeros(1)}), path)
     return path
 
 
 @pytest.fixture(scope='module')
-def tested(labeled, det_ckpt, tmp_path_factory):
+def tested(labeled, det_ckpt, module_tmp):
     """tools/test.py --show-dir --out on the validation split, one image per batch."""
     import test as test_tool
-    out = tmp_path_factory.mktemp('test')
+    out = module_tmp('test')
     pkl, show = str(out / 'preds.pkl'), str(out / 'show')
     metrics = test_tool.main([
         DET, det_ckpt, '--data-root', labeled, '--split', 'validation', '--batch-size', '1',

@@ -30,14 +30,14 @@ def build_model(cfg):
 
 
 @pytest.fixture(scope='module')
-def moco_checkpoint(tmp_path_factory):
+def moco_checkpoint(module_tmp):
     """An mmpretrain MoCo checkpoint as the runner writes it, with non-default weights."""
     torch.manual_seed(0)
     moco = build_model(Config.fromfile(MOCO_DEMO))
     with torch.no_grad():
         for p in moco.backbone.parameters():
             p.normal_()
-    path = str(tmp_path_factory.mktemp('moco') / 'epoch_8.pth')
+    path = str(module_tmp('moco') / 'epoch_8.pth')
     torch.save(dict(meta=dict(epoch=8), state_dict=moco.state_dict()), path)
     return path, {k: v.clone() for k, v in moco.backbone.state_dict().items()}
 

@@ -59,7 +59,7 @@ def det_config():
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory):
+def files(module_tmp):
     """The source ResNet-50 backbone (every tensor, BatchNorm statistics included, perturbed)
     and one file per case holding it."""
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def files(tmp_path_factory):
             else:
                 t.normal_()
     src = {k: v.clone() for k, v in det.backbone.state_dict().items()}
-    folder = tmp_path_factory.mktemp('pretrained')
+    folder = module_tmp('pretrained')
     paths = {}
 
     def save(case, name, obj):

@@ -36,7 +36,7 @@ def moco_opts(stop, total=MOCO_EPOCHS[1]):
 
 
 @pytest.fixture(scope='module')
-def rig(tmp_path_factory, slurm):
+def rig(module_tmp, slurm):
     """Generated data as the course ships it (unlabeled 224 px PNGs in a squashfs image, read as
     it is; labeled 375-500 px JPEGs), the submit folder, and the environment the jobs see."""
     from make_synthetic_data import make_dataset, pack_unlabeled
@@ -44,7 +44,7 @@ def rig(tmp_path_factory, slurm):
     why = mksquashfs_unavailable()
     if why:
         pytest.skip(f'rehearsal skipped: {why}')
-    root = tmp_path_factory.mktemp('rehearsal')
+    root = module_tmp('rehearsal')
     make_dataset(str(root / 'data'), seed=0, num_unlabeled=32, num_train=2, num_val=2,
                  min_size=375, max_size=500)
     unlabeled = str(pack_unlabeled(root / 'data'))

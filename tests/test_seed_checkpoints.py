@@ -138,19 +138,19 @@ def fit_to_images(model: FasterRCNN, images, targets) -> None:
 
 
 @pytest.fixture(scope='module')
-def val_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp('seed-data')
+def val_root(module_tmp):
+    out = module_tmp('seed-data')
     make_dataset(str(out), seed=0, num_unlabeled=0, num_train=0, num_val=NUM_VAL)
     return str(out / 'labeled')
 
 
 @pytest.fixture(scope='module')
-def fitted_seed_checkpoint(val_root, tmp_path_factory):
+def fitted_seed_checkpoint(val_root, module_tmp):
     torch.manual_seed(0)
     model = seed_model()
     data = read_split(val_root)
     fit_to_images(model, [d[1] for d in data], [dict(boxes=d[2], labels=d[3]) for d in data])
-    return save_e2e(model, str(tmp_path_factory.mktemp('seed') / 'best_e2e_checkpoint.pth.tar'))
+    return save_e2e(model, str(module_tmp('seed') / 'best_e2e_checkpoint.pth.tar'))
 
 
 @pytest.fixture(scope='module')
@@ -353,7 +353,7 @@ def test_converter_refuses_other_files(random_seed_state, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def moco_run(tmp_path_factory):
+def moco_run(module_tmp):
     """An mmpretrain MoCo checkpoint as the runner writes it, with BatchNorm statistics and
     affine parameters that differ per channel."""
     cfg = Config.fromfile(MOCO_DEMO)
@@ -369,7 +369,7 @@ def moco_run(tmp_path_factory):
             m.bias.normal_(0, 0.1)
         moco.backbone.train()
         moco.backbone(torch.rand(4, 3, 64, 64))
-    path = str(tmp_path_factory.mktemp('moco') / 'keep_epoch_100.pth')
+    path = str(module_tmp('moco') / 'keep_epoch_100.pth')
     torch.save(dict(meta=dict(epoch=100), state_dict=moco.state_dict()), path)
     moco.backbone.eval()
     return path, moco.backbone

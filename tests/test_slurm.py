@@ -63,9 +63,9 @@ custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook'), dict(ty
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory, synthetic_root):
+def env(module_tmp, synthetic_root):
     """Working folder with tiny labeled data, wrapper configs and a MoCo checkpoint."""
-    root = tmp_path_factory.mktemp('slurm_work')
+    root = module_tmp('slurm_work')
     labeled = str(root / 'labeled')
     write_tiny_labeled(labeled)
     cfg_dir = root / 'configs'

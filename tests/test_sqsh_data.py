@@ -26,11 +26,11 @@ pytestmark = pytest.mark.skipif(_why is not None, reason=f'squashfs tests skippe
 
 
 @pytest.fixture(scope='module', autouse=True)
-def own_cache(tmp_path_factory):
+def own_cache(module_tmp):
     """The image indexes (and labeled indexes) of these throw-away images go to a temporary
     cache, in this process and the tools it starts, not into the user's ~/.cache."""
     old = os.environ.get('XDG_CACHE_HOME')
-    os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))
+    os.environ['XDG_CACHE_HOME'] = str(module_tmp('cache'))
     yield
     if old is None:
         del os.environ['XDG_CACHE_HOME']
@@ -44,10 +44,10 @@ def _tool(*args, timeout=600, **kwargs):
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
+def data(module_tmp):
     """The same generated images twice: one data folder with unlabeled.sqsh (as
     make_synthetic_data.py --sqsh writes it), one unpacked; and the labeled set packed too."""
-    root = tmp_path_factory.mktemp('sqsh-data')
+    root = module_tmp('sqsh-data')
     args = ['--seed', '0', '--num-unlabeled', '16', '--num-train', '4', '--num-val', '3',
             '--unlabeled-size', '96']
     for name, extra in (('packed', ['--sqsh']), ('folder', [])):
@@ -156,8 +156,8 @@ def test_check_dataset_reads_images(data):
 
 
 @pytest.fixture(scope='module')
-def bad_images(data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('bad-sqsh')
+def bad_images(data, module_tmp):
+    tmp = module_tmp('bad-sqsh')
     with open(data['image'], 'rb') as f:
         whole = f.read()
     truncated = tmp / 'truncated.sqsh'

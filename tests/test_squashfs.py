@@ -23,8 +23,8 @@ BLOCK = 4096
 
 
 @pytest.fixture(scope='module')
-def tree(tmp_path_factory):
-    return make_tree(str(tmp_path_factory.mktemp('src')), BLOCK)
+def tree(module_tmp):
+    return make_tree(str(module_tmp('src')), BLOCK)
 
 
 @pytest.fixture(scope='module')
@@ -33,9 +33,9 @@ def want(tree):
 
 
 @pytest.fixture(scope='module')
-def build(tree, tmp_path_factory):
+def build(tree, module_tmp):
     """build(comp, *options) -> path of an image of the tree, made once per module."""
-    out = tmp_path_factory.mktemp('images')
+    out = module_tmp('images')
     made = {}
 
     def _build(comp='gzip', *options):

@@ -179,8 +179,8 @@ def test_precise_bn_sets_the_mean_of_the_batch_statistics(tiny, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def tiny(tmp_path_factory, synthetic_root):
-    root = tmp_path_factory.mktemp('ssl')
+def tiny(module_tmp, synthetic_root):
+    root = module_tmp('ssl')
     labeled = str(root / 'labeled')
     for split, ids in (('training', (1, 2, 3, 4)), ('validation', (5, 6))):
         for i in ids:

@@ -29,9 +29,9 @@ def assert_one_line_error(r, *words):
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory):
+def files(module_tmp):
     """A file of each kind the tools tell apart (only their keys matter to the checks)."""
-    d = tmp_path_factory.mktemp('ckpts')
+    d = module_tmp('ckpts')
     det, moco = str(d / 'det.pth'), str(d / 'moco.pth')
     torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1),
                                 'rpn_head.rpn_cls.weight': torch.zeros(1)}), det)
