@@ -50,6 +50,18 @@ def cache_dir(tmp_path):
     return str(tmp_path / 'index-cache')
 
 
+@pytest.fixture(autouse=True)
+def _no_visualizer_left_behind():
+    """mmengine hands hooks the newest Visualizer of a process-wide dict, and a runner reuses an
+    existing name without making it the newest: a visualizer left by an earlier in-process runner
+    would receive another test's detections."""
+    from mmengine.visualization import Visualizer
+    before = set(Visualizer._instance_dict)
+    yield
+    for name in set(Visualizer._instance_dict) - before:
+        del Visualizer._instance_dict[name]
+
+
 @pytest.fixture(scope='module')
 def module_tmp(request, tmp_path_factory):
     """``tmp_path_factory.mktemp`` for a module's fixtures, removed when the module ends without
