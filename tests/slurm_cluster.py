@@ -151,6 +151,17 @@ SlurmdLogFile={r}/log/slurmd-%n.log
                 return tok.split('=', 1)[1]
         return 'UNKNOWN'
 
+    def requeue(self, job_id: str, timeout: float = 30) -> None:
+        """``scontrol requeue``, returning once the job has left its old state (a FAILED job
+        still reads FAILED for a moment after it), started at once rather than after Slurm's
+        requeue delay."""
+        before = self.job_state(job_id)
+        self.run('scontrol', 'requeue', job_id)
+        deadline = time.time() + timeout
+        while self.job_state(job_id) == before and time.time() < deadline:
+            time.sleep(0.2)
+        self.run('scontrol', 'update', f'JobId={job_id}', 'StartTime=now', check=False)
+
     def wait(self, job_id: str, timeout: float = 600,
              done=('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY')):
         deadline = time.time() + timeout

@@ -250,9 +250,7 @@ def test_requeued_two_node_job_resumes_and_matches_uninterrupted_run(env, slurm2
     job = r.stdout.strip()
     _wait_for(_reached_epoch(work, 2),
               lambda: slurm2.job_state(job) in ('PENDING', 'RUNNING'))
-    slurm2.run('scontrol', 'requeue', job)
-    time.sleep(1)
-    slurm2.run('scontrol', 'update', f'JobId={job}', 'StartTime=now', check=False)
+    slurm2.requeue(job)
     assert slurm2.wait(job, timeout=600) == 'COMPLETED'
     log = open(os.path.join(env['root'], f'slurm-mn-requeue-{job}.out')).read()
     assert 'restart 1 on tnode[1-2]' in log and 'resumed epoch' in log, log[-3000:]

@@ -332,7 +332,7 @@ def test_kill_9_of_one_rank_loses_at_most_the_interval(env, slurm2, tiny,  # noq
     longest = max(b[1] - a[1] for a, b in zip(started, started[1:]))
     # a save is due after the first iteration that ends an interval after the last one
     assert lost <= interval + longest + 1, (lost, interval, longest)
-    slurm2.run('scontrol', 'requeue', job)  # as Slurm requeues a job whose node failed
+    slurm2.requeue(job)  # as Slurm requeues a job whose node failed
     assert _wait_done(slurm2, job, log) == 'COMPLETED', open(log).read()[-4000:]
     out = open(log).read()
     assert f'resuming from {newest[0]}' in out, out[-4000:]

@@ -208,9 +208,7 @@ def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
     _wait_for(_reached_epoch(work, 4), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
-    slurm.run('scontrol', 'requeue', job)
-    time.sleep(1)
-    slurm.run('scontrol', 'update', f'JobId={job}', 'StartTime=now', check=False)
+    slurm.requeue(job)
     assert slurm.wait(job, timeout=600) == 'COMPLETED'
     # a standalone sbatch logs to the submit folder (work_dirs/slurm/ may not exist yet)
     log = open(os.path.join(env['root'], f'slurm-requeue-{job}.out')).read()
