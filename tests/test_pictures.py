@@ -159,6 +159,39 @@ def test_infer_json_equals_test_predictions(tested, labeled, det_ckpt, tmp_path)
     assert (grid[:, :W] == rgb(os.path.join(out, '3.png'))).all()
 
 
+def test_infer_reads_inside_a_squashfs_image(labeled, det_ckpt, tmp_path, capsys, monkeypatch):
+    """The labeled set packed by Debian's mksquashfs: infer.py on a folder, a file and a glob
+    inside the image writes what it writes for the unpacked files, and a path not in the image
+    or a file that is no image is one error line."""
+    from squashfs_tools import mksquashfs, mksquashfs_unavailable
+    why = mksquashfs_unavailable()
+    if why:
+        pytest.skip(f'squashfs tests skipped: {why}')
+    import infer
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))  # not the user's index cache
+    image = mksquashfs(labeled, str(tmp_path / 'labeled.sqsh'))
+    folder = os.path.join(labeled, 'validation', 'images')
+
+    def run(name, *inputs):
+        out = tmp_path / name
+        infer.main([DET, det_ckpt, *inputs, '--out-dir', str(out), '--score-thr', '0',
+                    '--cfg-options', *FEW_BOXES])
+        return {f: (out / f).read_bytes() if f.endswith('.png') else
+                {k: v for k, v in json.loads((out / f).read_text()).items() if k != 'image'}
+                for f in sorted(os.listdir(out))}
+
+    unpacked = run('folder', folder)
+    assert sorted(unpacked) == ['3.json', '3.png', '4.json', '4.png']
+    assert run('image', f'{image}/validation/images') == unpacked
+    assert run('glob', f'{image}/validation/images/*.JPEG') == unpacked
+    assert run('file', f'{image}/validation/images/4.JPEG') == \
+        {k: v for k, v in unpacked.items() if k.startswith('4.')}
+    err, code = tool_error(capsys, infer, [DET, det_ckpt, f'{image}/validation/nothing'])
+    assert_one_line_error(err, code, "'validation/nothing' is not in the squashfs image", image)
+    err, code = tool_error(capsys, infer, [DET, det_ckpt, f'{det_ckpt}/inner'])
+    assert_one_line_error(err, code, det_ckpt)
+
+
 def test_infer_above_every_score_draws_nothing(labeled, det_ckpt, tmp_path):
     import infer
     img = os.path.join(labeled, 'validation', 'images', '3.JPEG')

@@ -5,7 +5,9 @@
         [--cfg-options k=v ...] [--verbose]
 
 INPUT: an image, a folder (its images; sub-folders are not searched) or a quoted glob
-('imgs/*.JPEG', 'data/**/*.PNG'). For every image, DIR (default work_dirs/infer) gets
+('imgs/*.JPEG', 'data/**/*.PNG'); each may go through a squashfs image as --data-root does
+('labeled.sqsh/validation/images', 'labeled.sqsh/validation/images/1*.JPEG', where '*' also
+crosses '/'), read without unpacking. For every image, DIR (default work_dirs/infer) gets
 <name>.png, the image with the predictions scoring above --score-thr drawn (class names: those
 the checkpoint was trained on; --data-root / --coco name a dataset whose classes the checkpoint
 must have, as tools/test.py checks), and <name>.json:
@@ -23,7 +25,9 @@ converted by tools/model_converters/torchvision_frcnn_to_mmdet.py (use it with
 configs/faster_rcnn/faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py).
 """
 import argparse
+import fnmatch
 import glob
+import io
 import json
 import math
 import os
@@ -69,14 +73,49 @@ def _natural(path: str):
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path)]
 
 
+def _in_squashfs_image(item: str):
+    """The ``sqsh://`` paths of the images that ``item`` names through a squashfs image (the
+    image itself or a folder in it: that folder's images; a file in it; a glob), in name order;
+    None when ``item`` is a path of this filesystem (an image file too is a regular file)."""
+    from custom_modules.sqsh_backend import SCHEME
+    from custom_modules.squashfs import open_image, split_image_path
+    from custom_modules.user_errors import UserError
+    if osp.exists(item) and not (osp.isfile(item) and item.endswith('.sqsh')):
+        return None
+    found = split_image_path(item)  # a glob's magic after the image stays in the inner path
+    if found is None:
+        return None
+    image_path, inner = found
+    image = open_image(image_path)  # a file that is no squashfs image: one line naming it
+    if glob.has_magic(inner):
+        files = [f for f in image.files('') if fnmatch.fnmatchcase(f, inner)]
+    elif image.isdir(inner):
+        files = [f'{inner}/{n}'.lstrip('/') for n, is_dir in image.listdir(inner) if not is_dir]
+    elif image.isfile(inner):
+        files = [inner]
+    else:
+        raise UserError(f'{item}: {inner!r} is not in the squashfs image {image_path}')
+    files = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not files:
+        raise UserError(f'{item}: no image file in {image_path} (a folder\'s sub-folders are '
+                        f'not searched: give a glob such as "{item}/*/*.JPEG")')
+    return [f'{SCHEME}{osp.abspath(image_path)}/{f}' for f in sorted(files, key=_natural)]
+
+
 def find_images(inputs, num=None) -> list:
     """The image files named by ``inputs`` (files, folders, globs), in name order, each once;
     a name that finds nothing, or a file that is not an image, is a UserError."""
+    from mmengine import fileio
     from PIL import Image
+
+    from custom_modules.sqsh_backend import is_sqsh_uri
     from custom_modules.user_errors import UserError
     found = []
     for item in inputs:
-        if osp.isdir(item):
+        in_image = _in_squashfs_image(item)
+        if in_image is not None:
+            files = in_image
+        elif osp.isdir(item):
             files = [osp.join(item, f) for f in os.listdir(item)
                      if f.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(osp.join(item, f))]
             if not files:
@@ -92,10 +131,10 @@ def find_images(inputs, num=None) -> list:
         else:
             raise UserError(f'{item}: no such file or folder')
         found += sorted(files, key=_natural)
-    found = list(dict.fromkeys(osp.abspath(f) for f in found))[:num]
+    found = list(dict.fromkeys(f if is_sqsh_uri(f) else osp.abspath(f) for f in found))[:num]
     for path in found:  # the header only: a bad file fails here, before the model is built
         try:
-            with Image.open(path):
+            with Image.open(io.BytesIO(fileio.get(path)) if is_sqsh_uri(path) else path):
                 pass
         except Exception as e:
             raise UserError(f'{path} is not an image that can be read ({type(e).__name__}: '
@@ -161,8 +200,10 @@ def main(argv=None):
     from mmcv.transforms import Compose
     from mmdet.apis import inference_detector
     from mmdet.visualization import DetLocalVisualizer
+    from mmengine import fileio
 
     from custom_modules.console import quiet_warnings, set_verbose
+    from custom_modules.sqsh_backend import SCHEME, is_sqsh_uri
     from custom_modules.user_errors import UserError
     args = parse_args(argv)
     set_verbose(args.verbose)
@@ -189,20 +230,20 @@ def main(argv=None):
     visualizer = DetLocalVisualizer(name='infer')
     visualizer.dataset_meta = model.dataset_meta
     classes = model.dataset_meta['classes']
-    root = osp.commonpath([osp.dirname(p) for p in images])
+    local = [p[len(SCHEME):] if is_sqsh_uri(p) else p for p in images]
+    root = osp.commonpath([osp.dirname(p) for p in local])
     pictures = []
-    for path in images:
+    for path, local_path in zip(images, local):
         try:
             result = inference_detector(model, path, test_pipeline=pipeline)
         except OSError as e:  # LoadImageNamed: a truncated or corrupt file, named
             raise UserError(str(e)) from e
         pred = result.pred_instances
         pred = pred[pred.scores > args.score_thr].cpu()
-        name = osp.splitext(osp.relpath(path, root))[0]
+        name = osp.splitext(osp.relpath(local_path, root))[0]
         png, js = (osp.join(args.out_dir, name + ext) for ext in ('.png', '.json'))
         os.makedirs(osp.dirname(png), exist_ok=True)
-        with open(path, 'rb') as f:
-            img = mmcv.imfrombytes(f.read(), channel_order='rgb', **decode)
+        img = mmcv.imfrombytes(fileio.get(path), channel_order='rgb', **decode)
         result.pred_instances = pred
         visualizer.add_datasample(name, img, result, draw_gt=False, pred_score_thr=args.score_thr,
                                   out_file=png)
