@@ -184,6 +184,22 @@ def test_a_bad_image_stops_train_py_with_one_error_line(bad_images, tmp_path, ca
     assert not (tmp_path / 'w').exists()  # stopped before anything was set up
 
 
+def test_coco_data_inside_an_image_is_refused_with_one_line(tmp_path):
+    """COCO-format data is read from folders only: packed into an image it is one error line
+    saying so, not a course-layout read that fails on missing labels."""
+    src = tmp_path / 'coco'
+    (src / 'annotations').mkdir(parents=True)
+    (src / 'annotations' / 'instances_training.json').write_text('{}')
+    (src / 'training').mkdir()
+    image = mksquashfs(str(src), str(tmp_path / 'coco.sqsh'))
+    r = _tool('tools/train.py', 'configs/' + DETECTION_CONFIGS[0], '--data-root', image,
+              '--work-dir', str(tmp_path / 'w'), '--pretrained', 'unused.pth')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0] == (f'error: --data-root {image}: COCO-format data is read from a folder, '
+                        f'not from inside a squashfs image: unpack it (unsquashfs -d DIR IMAGE)')
+
+
 def test_check_dataset_refuses_a_bad_image(bad_images):
     r = _tool('tools/check_dataset.py', bad_images['truncated'])
     assert r.returncode == 2 and r.stderr.startswith('error: ') and 'truncated' in r.stderr
