@@ -35,22 +35,15 @@ def set_data_root(cfg: Config, data_root: str, names=None) -> None:
     from custom_modules.datasets.coco_det import is_coco_root
     from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root
     given, data_root = data_root, resolve_data_root(data_root)
-    if is_sqsh_uri(data_root) and _coco_inside_image(data_root):
+    coco = is_coco_root(data_root)
+    if coco and is_sqsh_uri(data_root):
         raise UserError(f'--data-root {given}: COCO-format data is read from a folder, not from '
                         f'inside a squashfs image: unpack it (unsquashfs -d DIR IMAGE)')
-    coco = osp.isdir(data_root) and is_coco_root(data_root)
     for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
         ds['data_root'] = data_root
         if coco:
             _to_coco(ds)
     cfg.data_root = data_root
-
-
-def _coco_inside_image(uri: str) -> bool:
-    from mmengine import fileio
-    ann = uri + '/annotations'
-    return fileio.isdir(ann) and any(n.startswith('instances_') and n.endswith('.json')
-                                     for n in fileio.list_dir_or_file(ann, list_dir=False))
 
 
 # LabeledDetDataset's own arguments, which mmdet's CocoDataset does not take

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
+from mmengine import fileio
 from mmengine.logging import MMLogger
 
 from ..resumable import SeededSamplesMixin
@@ -47,13 +48,14 @@ def coco_ann_file(root: str, split: str) -> str:
 
 
 def is_coco_root(root: str) -> bool:
-    return osp.isdir(osp.join(root, 'annotations')) and any(
-        n.startswith('instances_') and n.endswith('.json')
-        for n in os.listdir(osp.join(root, 'annotations')))
+    """Whether ``root`` (a folder, or a ``sqsh://`` path inside a squashfs image) holds
+    ``annotations/instances_<split>.json``."""
+    return fileio.isdir(osp.join(root, 'annotations')) and bool(coco_splits(root))
 
 
 def coco_splits(root: str) -> list:
-    return sorted(n[len('instances_'):-len('.json')] for n in os.listdir(osp.join(root, 'annotations'))
+    names = fileio.list_dir_or_file(osp.join(root, 'annotations'), list_dir=False)
+    return sorted(n[len('instances_'):-len('.json')] for n in names
                   if n.startswith('instances_') and n.endswith('.json'))
 
 
