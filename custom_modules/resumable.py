@@ -16,8 +16,11 @@
 import hashlib
 import os
 import random
+import shlex
 import signal
 import subprocess
+import sys
+import threading
 from time import monotonic
 
 import numpy as np
@@ -179,6 +182,32 @@ def catch_stop_signals():
     return signal.signal(signal.SIGUSR1, _request_stop)
 
 
+class _StopSignalsIgnored:
+    """A loader worker's init: SIGUSR1 ignored, SIGTERM from anyone but the main process
+    ignored, then the loader's own init. Slurm signals every process of a job, loader workers
+    included; PyTorch's workers die of a SIGTERM their parent did not send, and the main process
+    then fails on the dead worker instead of saving. The main process stops its workers itself
+    (a SIGTERM from it still ends a worker, as in PyTorch)."""
+
+    def __init__(self, init) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        # a Python handler cannot see the sender: block SIGTERM and take it in a thread (threads
+        # started later inherit the mask)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_end_on_parents_sigterm, daemon=True).start()
+        if self.init is not None:
+            self.init(worker_id)
+
+
+def _end_on_parents_sigterm() -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == os.getppid():
+            os._exit(0)
+
+
 def _exit_status(signum: int) -> int:
     return EXIT_TIME_LIMIT if signum == signal.SIGUSR1 else 128 + signum
 
@@ -224,6 +253,11 @@ class TimeLimitHook(Hook):
         # tools/train.py's handler from its first line notes a signal that came while it started
         if getattr(catch_stop_signals(), 'arrived', False):
             runner.logger.warning(self._EARLY.format(when='before training started'))
+        for loop in (getattr(runner, 'train_loop', None), getattr(runner, 'val_loop', None)):
+            loader = getattr(loop, 'dataloader', None)
+            if getattr(loader, 'num_workers', 0) and not isinstance(loader.worker_init_fn,
+                                                                    _StopSignalsIgnored):
+                loader.worker_init_fn = _StopSignalsIgnored(loader.worker_init_fn)
         self._trained = False
         self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
         self._last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
@@ -344,6 +378,25 @@ def _read_text(path: str) -> str:
         return ''
 
 
+def _continuation() -> str:
+    """The one command that continues this job from its saved checkpoint, as train.sbatch
+    prints it for a failed job: the chain's resubmission for a pipeline stage
+    (``PIPELINE_RESUBMIT``, exported by submit_pipeline.sh), else the job submitted again."""
+    chain = os.environ.get('PIPELINE_RESUBMIT')
+    if chain:
+        return ('Continue the chain from it (finished stages are skipped, the jobs waiting '
+                f'behind this one replaced): {chain}')
+    argv = sys.argv
+    # train.sbatch CONFIG ARGS runs `train.py CONFIG --resume ARGS --launcher slurm`
+    if len(argv) >= 5 and argv[2] == '--resume' and argv[-2:] == ['--launcher', 'slurm']:
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              'tools', 'slurm', 'train.sbatch')
+        return ('Continue it from its latest checkpoint: submit it again, with the same sbatch '
+                f'options, from {os.environ.get("SLURM_SUBMIT_DIR") or os.getcwd()}: sbatch ... '
+                + shlex.join([script, argv[1], *argv[3:-2]]))
+    return 'Continue it from its latest checkpoint: run the same command again with --resume.'
+
+
 def _requeue(runner) -> None:
     job = os.environ.get('SLURM_JOB_ID')
     if not job:
@@ -358,7 +411,7 @@ def _requeue(runner) -> None:
         return
     r = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
     if r.returncode:
-        runner.logger.error(f'scontrol requeue {job} failed ({r.stderr.strip()}): submit the '
-                            'same sbatch command to continue from the saved checkpoint.')
+        runner.logger.error(f'scontrol requeue {job} failed ({r.stderr.strip()}): the job ends '
+                            f'here with exit status {EXIT_TIME_LIMIT}. {_continuation()}')
     else:
         runner.logger.warning(f'requeued job {job} (restart {restarts + 1} of at most {limit})')

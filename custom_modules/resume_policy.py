@@ -8,7 +8,10 @@
   naming each difference, unless asked for explicitly.
 - An explicit ``--resume PATH`` wins over the automatic choice and becomes the folder's
   ``last_checkpoint``: a Slurm job restarted (time limit, preemption) before the continued run
-  saved continues PATH, not a newer checkpoint of a run the user rolled back from.
+  saved continues PATH, not a newer checkpoint of a run the user rolled back from. When PATH
+  lies in the work folder or the folder holds resume points, the inputs are compared with its
+  record as for ``--resume``; a checkpoint of another folder starts a fresh folder unchecked
+  (the next stage's config differs from the previous stage's by design).
 - A new run (no ``--resume``) never starts in a folder that holds resume points: its record and
   checkpoints would mix with the earlier run's.
 """
@@ -205,6 +208,10 @@ def _compare_record(work_dir: str, own: str, inputs: dict, allow_input_change: b
     return diffs
 
 
+def _inside(path: str, folder: str) -> bool:
+    return osp.dirname(osp.realpath(path)) == osp.realpath(folder)
+
+
 class Decision(NamedTuple):
     """What :func:`resolve_resume` decided: ``message`` for the log; ``meta``, the metadata of
     the checkpoint the run continues (None for a new run), read once."""
@@ -231,9 +238,18 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
             raise UserError(f'--resume {resume}: not a resume point: {why}. Resume from an '
                              'epoch_N.pth / iter_N.pth written by tools/train.py; a weights-only '
                              'file initializes a run with --pretrained or load_from instead.')
+        diffs = []
+        # a rollback inside the folder, or a start over the folder's own run, continues or
+        # replaces that run: as for --resume, only from the inputs it was trained from. A
+        # checkpoint of another folder into a fresh one (the next stage, a branch) starts a run
+        # whose config may differ by design.
+        if own or _inside(resume, work_dir):
+            diffs = _compare_record(work_dir, resume, inputs, allow_input_change)
         write_record(work_dir, inputs)
         _point_last_checkpoint(work_dir, resume)
-        return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)')
+        return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)'
+                            + (' with other inputs:\n  ' + '\n  '.join(diffs) + _lr_note(diffs)
+                               if diffs else ''))
     if own and (resume or cfg.get('resume')):
         diffs = _compare_record(work_dir, own, inputs, allow_input_change)
         if diffs:

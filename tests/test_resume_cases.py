@@ -4,6 +4,7 @@ SIGTERM, a time-limit signal before training or during validation."""
 import importlib
 import os
 import signal
+import types
 import uuid
 
 import pytest
@@ -80,6 +81,32 @@ def test_explicit_rollback_holds_across_restarts(tmp_path):
     cfg = cfg_for(tmp_path)
     resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
     assert cfg.load_from == os.path.join(work, 'epoch_13.pth')
+
+
+def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
+    """Cases 1/2: --resume PATH rewrote the record without comparing: a rollback with other
+    data continued data A's checkpoint silently."""
+    cfg = cfg_for(tmp_path, 'a')
+    resolve_resume(cfg, None, run_inputs(cfg))
+    for n in (12, 15):
+        resume_point(os.path.join(cfg.work_dir, f'epoch_{n}.pth'), n, 10 * n)
+    rollback = os.path.join(cfg.work_dir, 'epoch_12.pth')
+    b = cfg_for(tmp_path, 'b')
+    with pytest.raises(ChangedInputsError, match='data_root') as e:
+        resolve_resume(b, rollback, run_inputs(b))
+    assert f'continue {rollback} with the new inputs (--allow-input-change)' in str(e.value)
+    assert '--work-dir NEW_DIR' in str(e.value)
+    with open(os.path.join(cfg.work_dir, 'last_checkpoint')) as f:
+        assert f.read().endswith('epoch_15.pth')  # refused: nothing rewritten
+    a = cfg_for(tmp_path, 'a')  # the folder's own inputs: the rollback goes ahead
+    assert resolve_resume(a, 'auto', run_inputs(a)).meta['epoch'] == 15
+    b = cfg_for(tmp_path, 'b')
+    decision = resolve_resume(b, rollback, run_inputs(b), allow_input_change=True)
+    assert decision.meta['epoch'] == 12 and 'with other inputs' in decision.message
+    # a checkpoint of another folder starts a fresh one unchecked (the next stage's config)
+    fresh = cfg_for(tmp_path, 'b')
+    fresh.work_dir = str(tmp_path / 'next-stage')
+    assert resolve_resume(fresh, rollback, run_inputs(fresh)).meta['epoch'] == 12
 
 
 def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
@@ -214,6 +241,36 @@ def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, mon
     assert calls == []  # no scontrol: Slurm requeues a preempted job itself; scancel means stop
 
 
+@pytest.mark.parametrize('how', ['pipeline', 'train.sbatch', 'srun'])
+def test_a_failed_requeue_says_what_continues_the_job(monkeypatch, how):
+    """Case 5: the message said 'submit the same sbatch command', a job nothing after it in a
+    chain waits for; it prints the command that continues the job (the chain's for a stage)."""
+    monkeypatch.setenv('SLURM_JOB_ID', '42')
+    monkeypatch.setenv('SLURM_SUBMIT_DIR', '/sub')
+    monkeypatch.delenv('PIPELINE_RESUBMIT', raising=False)
+    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: types.SimpleNamespace(
+        returncode=1, stderr='Requeue of job 42 not allowed\n'))
+    monkeypatch.setattr(resumable.sys, 'argv', [
+        'tools/train.py', 'cfg.py', '--resume', '--work-dir', 'w d', '--launcher', 'slurm'])
+    if how == 'pipeline':
+        monkeypatch.setenv('PIPELINE_RESUBMIT', 'cd /sub && MOCO=m.pth /r/submit_pipeline.sh')
+    elif how == 'srun':  # tools/slurm_train.sh
+        monkeypatch.setattr(resumable.sys, 'argv', ['tools/train.py', 'cfg.py', '--launcher',
+                                                    'slurm'])
+    runner = _Runner()
+    resumable._requeue(runner)
+    [error] = runner.errors
+    assert error.startswith('scontrol requeue 42 failed (Requeue of job 42 not allowed): the job '
+                            'ends here with exit status 75.'), error
+    assert 'same sbatch command' not in error
+    sbatch = os.path.join(REPO, 'tools', 'slurm', 'train.sbatch')
+    assert error.endswith({
+        'pipeline': 'the jobs waiting behind this one replaced): '
+                    'cd /sub && MOCO=m.pth /r/submit_pipeline.sh',
+        'train.sbatch': f"from /sub: sbatch ... {sbatch} cfg.py --work-dir 'w d'",
+        'srun': 'run the same command again with --resume.'}[how]), error
+
+
 def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals_restored):
     """Case 7: tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
     checks, building the runner) without a word."""
@@ -276,7 +333,10 @@ class _Runner:
             return None
 
     def __init__(self):
-        self.logger, self.warnings = self, []
+        self.logger, self.warnings, self.errors = self, [], []
 
     def warning(self, msg):
         self.warnings.append(msg)
+
+    def error(self, msg):
+        self.errors.append(msg)
