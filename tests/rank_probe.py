@@ -4,6 +4,7 @@ each rank writes what it trained on and a digest of its final weights."""
 import hashlib
 import json
 import os
+import sys
 
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
@@ -35,6 +36,9 @@ class RankProbeHook(Hook):
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         out = dict(rank=get_rank(), world_size=get_world_size(), samples=self.samples,
                    lrs=self.lrs, weights=h.hexdigest(), epoch=runner.epoch, iter=runner.iter,
-                   master_port=os.environ.get('MASTER_PORT'))
+                   master_port=os.environ.get('MASTER_PORT'),
+                   # squashfs indexes this process built (the others mapped the cached one)
+                   index_builds=getattr(sys.modules.get('custom_modules.squashfs'),
+                                        'build_count', 0))
         with open(os.path.join(runner.work_dir, f'rank{get_rank()}.json'), 'w') as f:
             json.dump(out, f)

@@ -4,10 +4,13 @@ few iterations, two persistent loader workers) that also load tests/rank_probe.p
 configs at real sizes go through the Slurm chain in tests/test_rehearsal.py."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,19 +158,47 @@ def test_dist_train_sh_two_cpu_processes(env, recipe):
     assert_two_ranks_in_step(work)
 
 
+@pytest.fixture(scope='module')
+def unlabeled_image(env, synthetic_root):
+    """(the MoCo runs' unlabeled images packed as the course ships them, unlabeled.sqsh, or
+    None; why not)."""
+    from make_synthetic_data import pack_unlabeled
+    from squashfs_tools import mksquashfs_unavailable
+    why = mksquashfs_unavailable()
+    if why:
+        return None, why
+    data = Path(env['root']) / 'packed'
+    shutil.copytree(os.path.join(synthetic_root, 'unlabeled'), data / 'unlabeled')
+    return str(pack_unlabeled(data)), None
+
+
 @pytest.mark.slurm
 @pytest.mark.parametrize('which', ['det', 'moco'])
-def test_slurm_train_sh_two_ranks(env, slurm, which):
+def test_slurm_train_sh_two_ranks(env, slurm, which, request):
     work = os.path.join(env['root'], 'work_dirs', f'srun_{which}')
     config = env['ddp'] if which == 'det' else env['moco']
     e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
              GPUS='2', CPUS_PER_TASK='1', GRES='')
+    args, image, no_image = [], None, None
+    if which == 'moco':  # both ranks read the unlabeled set out of the image, as shipped
+        image, no_image = request.getfixturevalue('unlabeled_image')
+        cache = os.path.join(env['root'], 'xdg-cache')
+        e['XDG_CACHE_HOME'] = cache
+        args = ['--data-root', image] if image else []
     r = subprocess.run([os.path.join(REPO, 'tools', 'slurm_train.sh'), 'debug', f'srun-{which}',
-                        config, work], env=e, cwd=env['root'], capture_output=True, text=True,
-                       timeout=600)
+                        config, work, *args], env=e, cwd=env['root'], capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     p = assert_two_ranks_in_step(work)
     assert p[0]['master_port'] == p[1]['master_port'] != '29500'  # per-job port
+    if which == 'moco' and not image:
+        pytest.skip(f'two ranks trained from the folder; reading the .sqsh skipped: {no_image}')
+    if image:
+        assert all(s.startswith('sqsh://') for q in p.values() for s in q['samples'])
+        # one index built on the node, the other rank mapped the cached file
+        assert p[0]['index_builds'] + p[1]['index_builds'] == 1, p
+        index = os.listdir(os.path.join(cache, 'sqsh-index'))
+        assert len(index) == 1 and index[0].endswith('.npy'), index
 
 
 def _reached_epoch(work_dir, epoch):
@@ -213,6 +244,11 @@ def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run
     # a standalone sbatch logs to the submit folder (work_dirs/slurm/ may not exist yet)
     log = open(os.path.join(env['root'], f'slurm-requeue-{job}.out')).read()
     assert 'restart 1' in log and 'resumed epoch' in log
+    # scontrol requeue sends SIGTERM (as preemption and scancel do): the run, two persistent
+    # loader workers included, saved the iteration it was at and the restart continued it
+    stop = re.search(r'stop requested \(SIGTERM[^)]*\): saved (\S+/iter_(\d+)\.pth)', log)
+    assert stop and int(stop[2]) >= 8, log[-3000:]  # past epoch 4: 2 iterations an epoch
+    assert f'resuming from {stop[1]} ' in log, log[-3000:]
     p = probes(work)[0]
     assert p['iter'] == reference_run['iter'] == 28  # 14 epochs x 2 images, batch 1
     assert p['weights'] == reference_run['weights']

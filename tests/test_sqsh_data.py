@@ -135,6 +135,30 @@ def test_labeled_layout_inside_an_image_indexes_as_the_folder(data, cache_dir):
     assert not first.from_cache and again.from_cache
 
 
+def test_test_py_evaluates_a_folder_inside_the_image_as_the_folder(data, tmp_path):
+    """tools/test.py --data-root IMAGE.sqsh/labeled (a folder inside the image): the same 12
+    summary lines as on the unpacked folder. A fixed untrained detector with every box kept is
+    enough: the same images must give the same detections."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    config = os.path.join(REPO, 'configs', 'faster_rcnn',
+                          'faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py')
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / 'det.pth')
+    torch.save(dict(meta=dict(epoch=1), state_dict=MODELS.build(
+        Config.fromfile(config).model).state_dict()), ckpt)
+    image = mksquashfs(data['labeled_folder'], str(tmp_path / 'data.sqsh'), '-keep-as-directory')
+    summaries = []
+    for root in (image + '/labeled', data['labeled_folder']):
+        r = _tool('tools/test.py', config, ckpt, '--data-root', root, '--work-dir',
+                  str(tmp_path / 'w'), '--cfg-options', 'model.test_cfg.rcnn.score_thr=0.0')
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        summaries.append([line for line in (r.stdout + r.stderr).splitlines()
+                          if line.startswith(' Average ')])
+    assert len(summaries[0]) == 12 and summaries[0] == summaries[1], summaries
+
+
 def _report_lines(out, root):
     return [line.replace(root, 'ROOT') for line in out.splitlines()]
 
@@ -205,45 +229,81 @@ def test_check_dataset_refuses_a_bad_image(bad_images):
     assert r.returncode == 2 and r.stderr.startswith('error: ') and 'truncated' in r.stderr
 
 
-def test_a_damaged_file_inside_the_image_is_skipped_and_counted(tmp_path):
-    """A file whose stored bytes are damaged decodes to garbage: UnlabeledImageFolder names it
-    in the log, trains on another image in its place and counts it."""
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
+def _damaged_image(tmp_path, how):
+    """An image of 4 PNGs whose 2.PNG is damaged: ``stored``, its raw bytes in an uncompressed
+    image zeroed (the PNG decoder fails); ``gzip``, its compressed data block's header zeroed
+    (the block fails to decompress)."""
     from PIL import Image
+
+    from custom_modules import squashfs
+    src = tmp_path / 'src'
+    src.mkdir()
+    if how == 'stored':
+        for i in range(4):
+            Image.effect_noise((64, 64), 40 + i).convert('RGB').save(src / f'{i}.PNG')
+        # uncompressed data and no fragments: each file's bytes lie in the image as they are
+        image = mksquashfs(str(src), str(tmp_path / 'u.sqsh'), '-noD', '-no-fragments')
+        blob = bytearray(open(image, 'rb').read())
+        at = blob.find((src / '2.PNG').read_bytes())
+        assert at > 0
+        blob[at + 100:at + 400] = bytes(300)
+    else:
+        for i in range(4):  # unpacked PNG data: gzip shrinks it, so it is stored compressed
+            Image.new('RGB', (64, 64), (60 * i, 20, 30)).save(src / f'{i}.PNG', compress_level=0)
+        image = mksquashfs(str(src), str(tmp_path / 'u.sqsh'), '-no-fragments')
+        reader = squashfs.SquashfsImage(image, str(tmp_path / 'index'))
+        i = reader._file('2.PNG')
+        block = int(reader._blocks[int(reader._blk[i])])
+        assert reader.compression == 'gzip' and not block & squashfs._BLOCK_UNCOMPRESSED
+        at = int(reader._a[i])
+        reader.close()
+        blob = bytearray(open(image, 'rb').read())
+        blob[at:at + 2] = bytes(2)  # zlib's header: 'incorrect header check'
+    open(image, 'wb').write(bytes(blob))
+    return image
+
+
+def _image_dataset(image, **kwargs):
+    """The MoCo demo config's dataset (UnlabeledImageFolder) on ``image``."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
 
     from custom_modules.sqsh_backend import resolve_data_root
     from mmpretrain.registry import DATASETS
-    src = tmp_path / 'src'
-    src.mkdir()
-    for i in range(4):
-        Image.effect_noise((64, 64), 40 + i).convert('RGB').save(src / f'{i}.PNG')
-    # uncompressed data and no fragments: each file's bytes lie in the image as they are
-    image = mksquashfs(str(src), str(tmp_path / 'u.sqsh'), '-noD', '-no-fragments')
-    blob = bytearray(open(image, 'rb').read())
-    victim = (src / '2.PNG').read_bytes()
-    at = blob.find(victim)
-    assert at > 0
-    blob[at + 100:at + 400] = bytes(300)
-    open(image, 'wb').write(bytes(blob))
-
     cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
     ds_cfg = cfg.train_dataloader.dataset
-    ds_cfg.data_root = resolve_data_root(image)
+    ds_cfg.update(data_root=resolve_data_root(image), **kwargs)
     init_default_scope('mmpretrain')
+    return DATASETS.build(ds_cfg)
+
+
+@pytest.mark.parametrize('how', ['stored', 'gzip'])
+def test_a_damaged_file_inside_the_image_is_skipped_and_counted(tmp_path, how):
+    """A damaged file inside a good image, whether its bytes decode to garbage or its data block
+    does not decompress: UnlabeledImageFolder names it in the log, trains on another image in
+    its place and counts it; one more than max_unreadable stops training, naming it."""
+    from mmengine.logging import MMLogger
+
+    from custom_modules.datasets.unlabeled import UnreadableImagesError
+    image = _damaged_image(tmp_path, how)
     MMLogger.get_instance(f'sqsh-{uuid.uuid4().hex}', log_level='WARNING')
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
     MMLogger.get_current_instance().addHandler(handler)
-    ds = DATASETS.build(ds_cfg)
+    ds = _image_dataset(image)
     names = [os.path.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
     item = ds[names.index('2.PNG')]
     assert len(item['inputs']) == 2  # another image took its place
     assert ds.unreadable.num_files == 1
     assert [f.endswith('u.sqsh/2.PNG') for f in ds.unreadable_files()] == [True]
-    assert any('unreadable image sqsh://' in m and '2.PNG' in m for m in messages), messages
+    [message] = [m for m in messages if 'unreadable image sqsh://' in m]
+    assert '2.PNG' in message, messages
+    if how == 'gzip':
+        assert 'does not decompress (gzip' in message, message
+    ds = _image_dataset(image, max_unreadable=0)
+    with pytest.raises(UnreadableImagesError, match=r'^1 unreadable images .*u\.sqsh/2\.PNG'):
+        ds[names.index('2.PNG')]
 
 
 def _fake_sbatch(tmp):
