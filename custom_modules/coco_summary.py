@@ -30,7 +30,7 @@ from collections import Counter
 from typing import Dict, Optional
 
 import numpy as np
-from mmdet.evaluation.metrics import faster_coco_metric
+from mmdet.evaluation.metrics import DumpDetResults, faster_coco_metric
 from mmdet.evaluation.metrics.faster_coco_metric import FasterCocoMetric
 from mmdet.registry import METRICS
 from mmengine.logging import MMLogger
@@ -158,3 +158,15 @@ class SeedCocoMetric(FasterCocoMetric):
             return self.classwise_file if iou_type == 'bbox' else f'{root}_{iou_type}{ext}'
         log_file = MMLogger.get_current_instance().log_file
         return osp.join(osp.dirname(log_file) if log_file else '.', name)
+
+
+@METRICS.register_module()
+class DumpDetResultsWithClasses(DumpDetResults):
+    """mmdet's DumpDetResults (tools/test.py --out) that also gives each sample ``classes``, the
+    dataset's class names (one shared object, which pickle stores once per file), so the file
+    says what its label ids mean (tools/plot_curves.py --predictions)."""
+    default_prefix = 'predictions'  # it returns no metrics; named so mmengine does not warn
+
+    def process(self, data_batch, data_samples) -> None:
+        classes = self.dataset_meta['classes']
+        super().process(data_batch, [dict(s, classes=classes) for s in data_samples])

@@ -60,6 +60,10 @@ def _to_coco(ds) -> None:
 def set_coco_files(cfg: Config, name: str, ann_file: str, img_dir: str) -> None:
     """The ``name`` dataloader reads a COCO annotation file with its images in ``img_dir``
     (the explicit form of a COCO ``--data-root``, for any other layout)."""
+    if not cfg.get(name):
+        why = ('it does not validate during training; evaluate with tools/test.py --coco ANN '
+               'IMAGES' if name == 'val_dataloader' else 'an evaluation-only config')
+        raise UserError(f'{cfg.filename} has no {name} ({why}): leave out the COCO option for it')
     ds = cfg[name]['dataset']
     if ds.get('type') not in ('LabeledDetDataset', 'CocoFormatDataset'):
         raise UserError(f'{cfg.filename} does not read labeled detection data ({name}: '

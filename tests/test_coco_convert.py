@@ -101,18 +101,26 @@ def test_sizes_are_the_real_image_sizes_and_files_link_to_the_source(converted, 
 
 
 @pytest.mark.parametrize('split', SPLITS)
-def test_boxes_round_trip_exactly_through_mmdet_coco_dataset(converted, src, split, tmp_path):
+@pytest.mark.parametrize('reader', ['CocoDataset', 'CocoFormatDataset'])
+def test_boxes_round_trip_exactly_through_mmdet_coco_dataset(converted, src, split, reader,
+                                                             tmp_path):
+    """mmdet's reader given the course classes, and the project's, which takes them from the
+    file, give the course reader's images, boxes and labels."""
     from mmdet.datasets import CocoDataset
     from mmengine.registry import DefaultScope
 
-    from custom_modules.datasets import LabeledDetDataset
+    from custom_modules.datasets import CocoFormatDataset, LabeledDetDataset
     out, summaries = converted
     with DefaultScope.overwrite_default_scope('mmdet'):
-        coco = CocoDataset(data_root=out, ann_file=f'annotations/instances_{split}.json',
-                           data_prefix=dict(img=f'{split}/'),
-                           metainfo=dict(classes=LABELED_CLASSES), test_mode=True)
+        if reader == 'CocoDataset':
+            coco = CocoDataset(data_root=out, ann_file=f'annotations/instances_{split}.json',
+                               data_prefix=dict(img=f'{split}/'),
+                               metainfo=dict(classes=LABELED_CLASSES), test_mode=True)
+        else:
+            coco = CocoFormatDataset(data_root=out, split=split, test_mode=True)
         course = LabeledDetDataset(data_root=src, split=split, test_mode=True,
                                    index_cache_dir=str(tmp_path))
+    assert coco.metainfo['classes'] == LABELED_CLASSES
     got = {d['img_id']: d for d in (coco.get_data_info(i) for i in range(len(coco)))}
     want = [course.get_data_info(i) for i in range(len(course))]
     assert sorted(got) == [d['img_id'] for d in want]

@@ -346,8 +346,10 @@ def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool =
     print('image modes: ' + ', '.join(f'{m}: {n}' for m, n in modes.most_common()))
     without = [im['id'] for _, im in images if not boxes_of[im['id']]]
     if without:
-        print(f'images without annotations: {len(without)} (kept as negatives; '
-              'filter_cfg=dict(filter_empty_gt=True) in the config drops them)')
+        # tests/test_coco_data.py checks that every detection config keeps them
+        print(f'images without annotations: {len(without)} (kept as negatives: the detection '
+              'configs train with filter_cfg=dict(filter_empty_gt=False); a config with '
+              'filter_empty_gt=True drops them)')
     print(f'classes with boxes: {sum(1 for c in cat_names if per_class[c])} of {len(cat_names)}')
     for cat_id, n in per_class.most_common():
         if cat_id in cat_names:

@@ -17,7 +17,9 @@ classwise_ap.png (AP and AP50 of each class with ground truth, the same numbers 
 --classwise) and confusion_matrix.png (mmdet's confusion matrix: detections scoring at least
 --score-thr matched to ground truth at IoU >= --tp-iou; background is a missed object or a
 detection of nothing; the classes with the most ground truth, the others summed). Class names:
-the course table, or the categories of a COCO-format --data-root or --ann-file.
+those tools/test.py recorded in the file, or those of the data given with --data-root (a COCO
+folder's categories, a course-layout folder's table) or --ann-file (a COCO file), which must be
+the same; a file that records none needs one of the two.
 """
 import argparse
 import glob
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument('--max-classes', type=int, default=30,
                    help='--predictions: classes shown in the confusion matrix')
     p.add_argument('--data-root', help='--predictions: the labeled data they were made on, for '
-                   'the class names (a COCO-format folder; default: the course table)')
+                   'the class names (COCO or course layout; default: the names in the file)')
     p.add_argument('--ann-file', help='--predictions: a COCO annotation file, for the class names')
     args = p.parse_args(argv)
     if bool(args.work_dirs) == bool(args.predictions):
@@ -254,25 +256,41 @@ def shown_classes(matrix, classes, most: int):
 
 
 def prediction_classes(args, samples) -> tuple:
-    """The class names of the labels in ``samples``: from the COCO file of --data-root or
-    --ann-file, else the course table; a label beyond them is an error naming both."""
+    """The class names of the labels in ``samples``: those of the data named by --data-root (a
+    COCO folder's file, a course-layout folder's table) or --ann-file, else those tools/test.py
+    recorded in the file; a file that records none needs the data named, and data with other
+    classes than the recorded ones, or fewer than the labels, is an error naming both."""
+    from custom_modules.checkpoints import class_list
     from custom_modules.datasets import LABELED_CLASSES
     from custom_modules.datasets.coco_det import (CocoDataError, coco_ann_file, coco_splits,
                                                   is_coco_root, read_coco)
     from custom_modules.user_errors import UserError
+    recorded = samples[0].get('classes')
+    recorded = tuple(recorded) if recorded else None
     ann = args.ann_file
     if args.data_root and is_coco_root(args.data_root):
         ann = coco_ann_file(args.data_root, coco_splits(args.data_root)[0])
+    source = ann or (f'{args.data_root} (the course table)' if args.data_root else None)
+    if source is None:
+        if recorded is None:
+            raise UserError(f'{args.predictions} does not record the names of its classes: give '
+                            'the data the predictions were made on with --data-root DIR or '
+                            '--ann-file FILE')
+        return recorded
     try:
         classes = read_coco(ann).classes if ann else LABELED_CLASSES
     except CocoDataError as e:
         raise UserError(str(e)) from e
+    if recorded is not None and recorded != classes:
+        raise UserError(f'{args.predictions} was made on {class_list(recorded)}, but {source} '
+                        f'has {class_list(classes)}: give the data the predictions were made on, '
+                        'or leave out --data-root / --ann-file')
     labels = [int(x) for s in samples for x in s['pred_instances']['labels'].tolist()]
     labels += [int(g['bbox_label']) for s in samples for g in s['instances']]
     if labels and max(labels) >= len(classes):
-        raise UserError(f'{args.predictions} has label {max(labels)}, but '
-                        f'{ann or "the course table"} names {len(classes)} classes: give the '
-                        'data the predictions were made on with --data-root or --ann-file')
+        raise UserError(f'{args.predictions} has label {max(labels)}, but {source} names '
+                        f'{len(classes)} classes: give the data the predictions were made on '
+                        'with --data-root or --ann-file')
     return classes
 
 

@@ -47,7 +47,8 @@ def parse_args(argv=None):
                    help='COCO-format data: annotation file and image folder')
     p.add_argument('--batch-size', type=int, help='images per GPU')
     p.add_argument('--classwise', action='store_true', help='also print per-class AP')
-    p.add_argument('--out', help='write raw predictions to this .pkl file')
+    p.add_argument('--out', help='write raw predictions, with the class names of their labels, '
+                   'to this .pkl file (tools/plot_curves.py --predictions reads it)')
     p.add_argument('--show-dir', help='write each image with ground truth and predictions drawn')
     p.add_argument('--score-thr', type=float, default=0.3,
                    help='--show-dir draws the predictions scoring above this (default 0.3)')
@@ -102,7 +103,7 @@ def build_cfg(args) -> Config:
         cfg.model.backbone.init_cfg = None
     if args.out:
         cfg.test_evaluator = [cfg.test_evaluator,
-                              dict(type='DumpDetResults', out_file_path=args.out)]
+                              dict(type='DumpDetResultsWithClasses', out_file_path=args.out)]
     if args.show_dir:
         # absolute: the hook puts a relative folder under work_dir/<timestamp>/, joining it
         # again at every batch
