@@ -5,7 +5,8 @@ During training the running statistics are an exponential average over batches s
 that kept changing; this recomputes them with the weights of the end of the epoch: the mean,
 over a number of training batches, of each BatchNorm layer's batch mean and (unbiased) batch
 variance, the forward being the training one (``mode='loss'``: the RoI head's BatchNorm sees the
-sampled training RoIs, as in detectron2). mmpretrain's ``PreciseBNHook`` does not fit here: it
+sampled training RoIs, as in detectron2), in the training's precision (the optimizer wrapper's
+context: autocast under ``--amp``). mmpretrain's ``PreciseBNHook`` does not fit here: it
 sizes its run from ``loader.batch_size`` (None under our batch sampler) and runs the
 ``'tensor'`` forward.
 """
@@ -72,6 +73,7 @@ class PreciseBNHook(Hook):
         self.num_iters = num_iters
 
     def after_train_epoch(self, runner) -> None:
-        used = update_bn_stats(runner.model, runner.train_loop.dataloader, self.num_iters)
+        with runner.optim_wrapper.optim_context(runner.model):
+            used = update_bn_stats(runner.model, runner.train_loop.dataloader, self.num_iters)
         print_log(f'precise BN: statistics recomputed over {used} training batches',
                   logger='current')

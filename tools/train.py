@@ -140,6 +140,7 @@ def finished(cfg, meta) -> bool:
 
 def main(argv=None):
     from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
+    from custom_modules.warmup import set_ends_from_images
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -154,6 +155,7 @@ def main(argv=None):
             f'({cfg.load_from}); nothing to train')
         return
     runner = QuietRunner.from_cfg(cfg)
+    set_ends_from_images(runner)  # schedulers with end_images (custom_modules/warmup.py)
     runner.train()
 
 

@@ -1,20 +1,26 @@
 # The fine-tuning recipe for self-supervised backbones (MoCo v2 or DenseCL, given with
 # --pretrained), on the seed's GPU budget (2 GPUs, the same ~1.1 M training images as its 37
 # epochs at 4 per step). It follows the R50-FPN detection benchmarks of self-supervised
-# pretraining: mmselfsup's (configs/benchmarks/mmdetection/coco/mask-rcnn_r50-fpn_ms-1x_coco.py)
-# and DenseCL's detectron2 one (benchmarks/detection/configs/R_50_FPN_1x.yaml). What differs
-# from the seed's recipe, and why:
+# pretraining: mmselfsup's, in mmdet (configs/benchmarks/mmdetection/coco/
+# mask-rcnn_r50_fpn_ms-1x_coco.py), and DenseCL's, in detectron2
+# (benchmarks/detection/configs/R_50_FPN_1x.yaml); MoCo's detectron2 configs (R50-C4) are cited
+# only for SyncBN and precise BN. What differs from the seed's recipe, and why:
 # - BatchNorm trained, synchronized across GPUs, in the backbone, the FPN and a 4conv1fc box
-#   head, no frozen stage: self-supervised features have other statistics than the ones frozen
-#   BN would carry over (DenseCL's mmdet runs: 35.5 -> 37.4 COCO AP). mmdet's own
-#   configs/selfsup_pretrain differ: SyncBN in the backbone only, the default 2fc box head.
-# - the BN statistics recomputed over 200 training batches before each evaluation (precise BN,
-#   the benchmarks' TEST.PRECISE_BN: 200 batches of their 16 images, ours at 2 x 8 too).
+#   head, no frozen stage, as both benchmarks: self-supervised features have other statistics
+#   than the ones frozen BN would carry over (DenseCL's mmdet runs: 35.5 -> 37.4 COCO AP).
+#   mmdet's own configs/selfsup_pretrain differ: SyncBN in the backbone only, the 2fc box head.
+# - the BN statistics recomputed over 200 training batches before each evaluation (precise BN:
+#   detectron2's TEST.PRECISE_BN, on in DenseCL's and MoCo's configs, 200 batches of 16 images;
+#   ours of 2 x 8); mmselfsup's mmdet benchmark has no precise BN.
 # - 8 images per GPU, so the batch statistics mean something; with --amp they fit a 16 GB GPU
 #   (fp32 does not: docs of the H200 measurements), LR scaled linearly from 0.02 at 16.
-# - multi-scale training, shorter side 640-800, as the benchmarks.
-# - warm-up over the benchmarks' 16,000 images (detectron2's 1000 iterations of 16 from factor
-#   0.001): 1000 iterations at our 2 x 8 (at another total batch B: 1000 * 16 / B).
+# - multi-scale training, shorter side 640-800: any size in the range here (RandomResize), one of
+#   640, 672, ..., 800 in both benchmarks.
+# - warm-up over 16,000 images as detectron2's (DenseCL's benchmark: 1000 iterations of 16 from
+#   factor 0.001; mmselfsup's takes mmdet's 500): 1000 iterations at our 2 x 8, 16000 / B at
+#   another total batch B.
+# Where it is not the benchmarks: Faster R-CNN, not Mask R-CNN (the labeled set has boxes only);
+# 36 epochs with steps at 27 and 33 (mmdet's 3x) instead of their 1x.
 # One job: 36 epochs at 2 x 8 with --amp is ~4 h on two H200-class GPUs (measured train-step
 # speed, evaluation not included); a slower cluster that hits its time limit continues through
 # TimeLimitHook's requeue, so no staged split is needed.
@@ -28,7 +34,9 @@ batch_size = 8  # per GPU
 lr = 0.02  # for a total batch of 16 (auto_scale_lr rescales for other totals)
 max_epochs = 36
 lr_steps = [27, 33]  # mmdet's 3x steps
-warmup_iters = 1000  # the benchmarks' 1000 iterations of 16 images, ours of 2 x 8
+# the benchmarks' 1000 iterations of 16 images, 16000 / B iterations (rounded up) at the run's
+# total batch B (end_images, custom_modules/warmup.py)
+warmup_images = 1000 * 16
 precise_bn_iters = 200  # batches of 2 x 8, the benchmarks' 200 of 16
 train_scales = [(1333, 640), (1333, 800)]  # (long, short) side range of RandomResize
 norm_cfg = dict(type='AnyDeviceSyncBN', requires_grad=True)
@@ -52,7 +60,7 @@ train_dataloader = dict(batch_size=batch_size, dataset=dict(pipeline=train_pipel
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end_images=warmup_images),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
          gamma=0.1),
 ]

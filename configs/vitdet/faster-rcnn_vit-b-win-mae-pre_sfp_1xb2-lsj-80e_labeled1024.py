@@ -9,13 +9,24 @@
 # Where it is not ViTDet, and why:
 # - Faster R-CNN, not Mask R-CNN: the labeled set has boxes only (no mask head, no mask loss).
 # - 1 GPU x 2 images instead of 64: the LR follows the batch linearly (auto_scale_lr from 64):
-#   1 x 2 -> 3.125e-6, 4 x 16 -> 1e-4 (ViTDet's own); the warm-up covers ViTDet's images.
+#   1 x 2 -> 3.125e-6, 4 x 16 -> 1e-4 (ViTDet's own); the warm-up covers ViTDet's 16,000
+#   images at any total batch: 8000 iterations at 1 x 2, 250 at 4 x 16.
 # - 80 epochs of our labeled set instead of 100 of COCO (the filename's schedule), with the LR
 #   drops at the same fractions of training.
 # - fp32 unless tools/train.py --amp (ViTDet trains with mixed precision).
 # - images without boxes are trained on (the seed's choice; detectron2 drops them), and the
 #   proposal/sampling/test settings are mmdet's Faster R-CNN defaults, which are detectron2's
 #   (2000/1000 proposals per level, 1000 kept, 512 RoIs at 25% positives, score 0.05, 100 boxes).
+# - the absolute position embedding is a learned 64x64 grid, interpolated (bicubic) once from
+#   the MAE's 14x14 when the checkpoint is loaded (mmpretrain's ViTSAM); detectron2 keeps the
+#   14x14 grid as the parameter and interpolates it on every forward.
+# - padding in the mean colour as integers (104, 116, 124): within 0.01 of 0 after
+#   normalization; detectron2 pads the normalized image with exactly 0.
+# - gradients all-reduced in fp32: detectron2's DDP fp16 compression (train.ddp.fp16_compression)
+#   is not used.
+# - weight decay 0.1 stays on every bias and on the pyramid's and heads' channels-first
+#   LayerNorms, as in detectron2 (get_default_optimizer_params with weight_decay_bias=None; its
+#   LayerNorm is not a torch norm module); mmdet's port of ViTDet gives them 0 (every 1-D tensor).
 _base_ = './faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py'
 
 img_size = 1024
@@ -25,9 +36,9 @@ lr = 1e-4  # AdamW at vitdet_batch images (auto_scale_lr: x total batch / 64)
 weight_decay = 0.1
 layer_decay = 0.7
 drop_path_rate = 0.1
-# ViTDet warms up over 250 iterations of 64 images; the same 16000 images at our batch of 2 are
-# 8000 iterations (at another total batch B: 250 * 64 / B, e.g. 250 at 4 x 16)
-warmup_iters = 250 * vitdet_batch // batch_size
+# ViTDet warms up over 250 iterations of 64 images: the same images at the run's total batch B,
+# 16000 / B iterations rounded up (end_images, custom_modules/warmup.py)
+warmup_images = 250 * vitdet_batch
 warmup_factor = 0.001
 max_epochs = 80
 # ViTDet's drops at 163889 and 177546 of 184375 iterations (88.9%, 96.3%) -> epochs 71, 77
@@ -58,7 +69,8 @@ model = dict(
                        fc_out_channels=1024, norm_cfg=norm_cfg)),
     train_cfg=dict(rpn_proposal=dict(max_per_img=1000)))
 
-# padding in the mean colour (BGR as loaded): 0 after normalization, as detectron2 pads
+# padding in the mean colour (BGR as loaded), as integers: within 0.01 of detectron2's 0 after
+# normalization
 pad = dict(type='Pad', size=(img_size, img_size), pad_val=dict(img=(104, 116, 124)))
 train_pipeline = [
     _base_.load_image,
@@ -99,7 +111,7 @@ optim_wrapper = dict(
                      'pos_embed': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=warmup_factor, by_epoch=False, begin=0,
-         end=warmup_iters),
+         end_images=warmup_images),
     dict(type='MultiStepLR', milestones=lr_steps, gamma=0.1, by_epoch=True, begin=0,
          end=max_epochs),
 ]
