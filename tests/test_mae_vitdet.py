@@ -27,6 +27,8 @@ VITDET = os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2-{
 LAYERDECAY, S1, S2 = (VITDET.format(s) for s in ('layerdecay-20e', 's1-frozen-20e', 's2-20e'))
 WINDOWED = os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_'
                         'labeled1024.py')
+WINDOWED_DEMO = os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-tiny-win-mae-pre_sfp_1xb4-lsj-'
+                             'demo-4e_synthetic.py')
 DET_DEMO = os.path.join(REPO, 'configs/vitdet/faster-rcnn_vit-tiny-mae-pre_sfp_1xb4-demo-4e_'
                         'synthetic.py')
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs/mae/*.py'))
@@ -90,7 +92,7 @@ def test_config_builds(path, synthetic_root):
     assert model.backbone.embed_dims == width and len(model.backbone.layers) == 12
     if is_det:
         assert model.roi_head.bbox_head.fc_cls.out_features == 101  # 100 classes + background
-        if path == WINDOWED:  # ViTDet's pyramid is the whole neck
+        if '-win-' in path:  # ViTDet's pyramid is the whole neck
             assert type(model.neck).__name__ == 'SimpleFeaturePyramid'
             assert model.neck.out_channels == 256
         else:
@@ -390,6 +392,7 @@ def test_fb_mae_checkpoint_converts_for_pretrained(tmp_path):
 
 def test_vitdet_recipe_numbers():
     from test_recipe import runner_lr
+    from test_ssl_recipe import runner_warmup
     c = Config.fromfile(WINDOWED)
     b = c.model.backbone
     assert (b.type, b.arch, b.img_size, b.window_size, b.use_rel_pos) == (
@@ -416,10 +419,12 @@ def test_vitdet_recipe_numbers():
     assert runner_lr(plain, 1, 2) == pytest.approx(3.125e-6, rel=1e-12)
     assert runner_lr(plain, 4, 16) == pytest.approx(1e-4, rel=1e-12)
     assert c.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7
-    # 250 warm-up iterations of 64 images = 8000 of our 2, from factor 0.001
+    # ViTDet's warm-up, 250 iterations of 64 images from factor 0.001, counted in images: 8000
+    # iterations at our 1 x 2, 250 at 4 x 16
     assert c.train_dataloader.batch_size == 2
     assert c.param_scheduler[0] == dict(type='LinearLR', start_factor=0.001, by_epoch=False,
-                                        begin=0, end=8000)
+                                        begin=0, end_images=16000)
+    assert runner_warmup(c, 1, 2)[0] == 8000 and runner_warmup(c, 4, 16)[0] == 250
     steps = c.param_scheduler[1]
     assert (steps.type, steps.milestones, steps.gamma, steps.end) == (
         'MultiStepLR', [71, 77], 0.1, 80)
@@ -491,3 +496,32 @@ def test_windowed_vit_drops_attention_and_mlp_branches():
     one = x[:1]
     y = one + block.attn(block.ln1(one))
     torch.testing.assert_close(block(one), block.ffn(block.ln2(y), identity=y))
+
+
+def test_vitdet_demo_is_the_vitdet_recipe_at_demo_scale():
+    """make compare's ViTDet-style row: the 1024-px config's model, optimizer and augmentation,
+    only the width, the size, the window and the proposal counts of the peer's ViT demo."""
+    full = Config.fromfile(WINDOWED)
+    demo = Config.fromfile(WINDOWED_DEMO)
+    peer_demo = Config.fromfile(DET_DEMO)
+    arch = demo.model.backbone.arch
+    assert (arch.embed_dims, arch.num_heads, arch.feedforward_channels) == (192, 3, 768)
+    assert arch.global_attn_indexes == [2, 5, 8, 11]
+    assert (demo.model.backbone.img_size, demo.model.backbone.window_size) == (256, 4)
+    for key in ('type', 'drop_path_rate', 'use_rel_pos', 'out_type', 'layer_cfgs', 'init_cfg'):
+        assert demo.model.backbone.get(key) == full.model.backbone.get(key), key
+    for part in ('rpn_head', 'roi_head'):
+        assert demo.model[part] == full.model[part], part
+    assert {k: v for k, v in demo.model.neck.items() if k != 'in_channels'} == \
+        {k: v for k, v in full.model.neck.items() if k != 'in_channels'}
+    assert demo.model.test_cfg == peer_demo.model.test_cfg
+    assert demo.optim_wrapper.optimizer.weight_decay == 0.1
+    assert demo.optim_wrapper.paramwise_cfg == full.optim_wrapper.paramwise_cfg
+    assert demo.param_scheduler[0].start_factor == 0.001
+    resize = next(t for t in demo.train_dataloader.dataset.pipeline if t.type == 'RandomResize')
+    assert resize.ratio_range == (0.1, 2.0) and resize.scale == (256, 256)
+    # the peer demo's budget: batch, LR, epochs, warm-up steps
+    assert demo.train_dataloader.batch_size == peer_demo.train_dataloader.batch_size == 4
+    assert demo.optim_wrapper.optimizer.lr == peer_demo.optim_wrapper.optimizer.lr == 2e-4
+    assert demo.train_cfg.max_epochs == peer_demo.train_cfg.max_epochs == 4
+    assert demo.param_scheduler[0].end == peer_demo.param_scheduler[0].end == 50

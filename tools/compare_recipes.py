@@ -3,6 +3,7 @@ fine-tuning recipe on one budget, each cell trained with tools/train.py and eval
 tools/test.py, the table written to OUT/results.md.
 
     python tools/compare_recipes.py [--out work_dirs/compare] [--data data/synthetic]
+                                    [--recipes WORD ...]
 
 A rerun skips the trainings that finished (an interrupted one resumes). The budget: each
 pretraining 8 epochs of the 256 unlabeled images at 96 px, batch 16; each fine-tuning 4 epochs
@@ -32,6 +33,9 @@ RECIPES = [
      ('MoCo v2', 'DenseCL', None)),
     ("peer's ViT (simple pyramid, layer decay)",
      'configs/vitdet/faster-rcnn_vit-tiny-mae-pre_sfp_1xb4-demo-4e_synthetic.py',
+     ('MAE', None)),
+    ('ViTDet-style (windowed ViT, simple pyramid, LSJ)',
+     'configs/vitdet/faster-rcnn_vit-tiny-win-mae-pre_sfp_1xb4-lsj-demo-4e_synthetic.py',
      ('MAE', None)),
 ]
 CELLS = [(recipe, cfg, init) for recipe, cfg, inits in RECIPES for init in inits]
@@ -75,7 +79,14 @@ def main(argv=None):
     p.add_argument('--out', default='work_dirs/compare')
     p.add_argument('--data', default='data/synthetic',
                    help='holds unlabeled/ and labeled/; generated as make demo does if missing')
+    p.add_argument('--recipes', nargs='+', metavar='WORD',
+                   help='only the fine-tuning recipes whose name starts with one of these words '
+                        '(seed, SSL, peer, ViTDet), and the pretrainings they start from')
     args = p.parse_args(argv)
+    cells = [c for c in CELLS if not args.recipes
+             or any(c[0].lower().startswith(w.lower()) for w in args.recipes)]
+    if not cells:
+        p.error(f'--recipes {" ".join(args.recipes)}: no recipe starts with these words')
     out, data = osp.abspath(args.out), osp.abspath(args.data)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -85,6 +96,8 @@ def main(argv=None):
 
     pretrained, minutes = {}, {}
     for name, cfg in PRETRAIN.items():
+        if name not in {init for _, _, init in cells}:
+            continue
         work = osp.join(out, 'pretrain', slug(name))
         os.makedirs(work, exist_ok=True)
         print(f'pretraining {name} ({cfg})', flush=True)
@@ -92,7 +105,7 @@ def main(argv=None):
         pretrained[name] = last_checkpoint(work)
 
     rows = []
-    for recipe, cfg, init in CELLS:
+    for recipe, cfg, init in cells:
         work = osp.join(out, slug(f'{recipe.split()[0]} {init or "random"}'))
         os.makedirs(work, exist_ok=True)
         print(f'fine-tuning: {recipe} from {init or "a random backbone"}', flush=True)
