@@ -302,6 +302,68 @@ def test_densecl_and_the_ssl_recipe_submit_three_jobs(rig, data):
         'pretrain', 'fine-tune ssl-36e', 'test']
 
 
+def test_mae_and_the_peer_vit_recipe_chain_four_stages_from_best_checkpoints(rig, data):
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, PRETRAIN='mae', RECIPE='peer-vit')
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = rig['calls']()
+    assert [line.split(':')[0] for line in r.stdout.splitlines()] == [
+        'pretrain', 'fine-tune vit-s1', 'fine-tune vit-s2', 'fine-tune vit-s3', 'fine-tune vit-s4',
+        'test']
+    pre, s1, *later, test = calls
+    mae = 'mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224'
+    # stop at 80 of the 200-epoch schedule: the cosine after 20 warm-up epochs spans 180
+    assert f'configs/mae/{mae}.py --data-root {data["unlabeled"]} --cfg-options ' \
+        'train_cfg.max_epochs=80 param_scheduler.1.T_max=180 param_scheduler.1.end=200' in pre
+    assert '--job-name=mae' in pre and '--ntasks-per-node=4' in pre
+    vit = 'faster-rcnn_vit-b-mae-pre_sfp_1xb2'
+    assert f'configs/vitdet/{vit}-s1-frozen-20e_labeled512.py --data-root {data["labeled"]} ' \
+        f'--pretrained work_dirs/{mae}/keep_epoch_80.pth' in s1
+    for k, (job, call) in enumerate(zip((s1, *later), later), start=2):
+        # each stage after the one before; its config loads that stage's best checkpoint
+        assert f'--dependency=afterok:{1000 + k}' in call and '--ntasks-per-node=1' in call
+        assert f'configs/vitdet/{vit}-s{k}-20e_labeled512.py --data-root' in call
+        assert '--pretrained' not in call
+    dirs = [f'work_dirs/{vit}-s1-frozen-20e_labeled512'] + [
+        f'work_dirs/{vit}-s{k}-20e_labeled512' for k in (2, 3, 4)]
+    assert f'{vit}-s4-20e_labeled512.py --best-of {" ".join(dirs)} ' in test
+    assert '--dependency=afterok:1005' in test
+
+
+def test_mae_warmup_in_the_pipeline_is_the_configs():
+    from mmengine.config import Config
+    cfg = Config.fromfile(os.path.join(
+        REPO, 'configs/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py'))
+    text = open(SUBMIT).read()
+    assert f'MAE_WARMUP={cfg.param_scheduler[0].end} ' in text
+    assert cfg.param_scheduler[1].begin == cfg.param_scheduler[0].end
+
+
+def test_vitdet_recipe_is_one_job_with_amp_from_an_mae_checkpoint(rig, data):
+    mae = rig['tmp'] / 'mae.pth'
+    mae.write_bytes(b'x')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], MOCO=str(mae), PYTHON=sys.executable,
+            RECIPE='vitdet')
+    assert r.returncode == 0, r.stdout + r.stderr
+    det, test = rig['calls']()
+    cfg = 'faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_labeled1024'
+    assert f'configs/vitdet/{cfg}.py --data-root {data["labeled"]} --pretrained {mae} --amp' in det
+    assert '--job-name=det-vitdet' in det and '--ntasks-per-node=1' in det
+    assert f'--best-of work_dirs/{cfg} ' in test
+
+
+@pytest.mark.parametrize('pretrain,recipe,why', [
+    ('mocov2', 'peer-vit', 'RECIPE=peer-vit fine-tunes a ViT: set PRETRAIN=mae'),
+    ('densecl', 'vitdet', 'RECIPE=vitdet fine-tunes a ViT: set PRETRAIN=mae'),
+    ('mae', 'seed', 'PRETRAIN=mae pretrains a ViT: set RECIPE=peer-vit or RECIPE=vitdet'),
+    ('mae', 'ssl', 'PRETRAIN=mae pretrains a ViT')])
+def test_pretraining_and_recipe_of_different_backbones_are_refused(rig, data, pretrain, recipe,
+                                                                   why):
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, PRETRAIN=pretrain, RECIPE=recipe)
+    assert_refused(rig, r, why)
+
+
 @pytest.mark.parametrize('var', ['PRETRAIN', 'RECIPE'])
 def test_unknown_pretraining_or_recipe(rig, data, var):
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],

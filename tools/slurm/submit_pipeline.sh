@@ -13,6 +13,12 @@
 # RECIPE=ssl fine-tunes with the recipe for self-supervised backbones (SyncBN, 4conv1fc head,
 # multi-scale, 8 images per GPU with --amp: configs/faster_rcnn/*syncbn-4conv1fc_2xb8-ms-36e*) as
 # one job instead of the seed's s1 -> s2 -> s3; DET_EPOCHS does not apply to it.
+# PRETRAIN=mae pretrains the peer's MAE ViT-B instead (MOCO_EPOCHS default "80 200": it stops at
+# epoch 80 of its 200-epoch schedule, 20 of them warm-up); MOCO is then an MAE checkpoint, and the
+# fine-tuning a ViT recipe: RECIPE=peer-vit, the peer's four stages (configs/vitdet/*_1xb2-s1-frozen*
+# -> s2 -> s3 -> s4, each from the previous stage's best checkpoint on validation), or
+# RECIPE=vitdet, the ViTDet-style config as one job (with --amp, as ViTDet trains). Their
+# DET_GPUS default is 1, the peer's.
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
 # its files, an image in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
@@ -48,11 +54,24 @@ in_image() {
 }
 if ! in_image "$LABELED"; then
     [[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
-    for split in training validation; do
+    # the splits the fine-tuning jobs read: the configs' training and validation, or the names
+    # DET_ARGS gives them (--cfg-options train_dataloader.dataset.split=NAME ...)
+    coco_splits=()
+    for loader in train:training val:validation; do
+        split=${loader#*:} loader=${loader%:*}
+        [[ " ${DET_ARGS:-} " =~ [[:space:]]${loader}_dataloader\.dataset\.split=([^[:space:]]+) ]] &&
+            split=${BASH_REMATCH[1]}
+        coco_splits+=("$split")
+    done
+    for split in "${coco_splits[@]}"; do
         if [[ -d $LABELED/annotations ]]; then  # COCO-format data, as train.py --data-root reads it
+            have=$(cd "$LABELED/annotations" && ls -d instances_*.json 2>/dev/null | paste -sd ' ' -)
             [[ -f $LABELED/annotations/instances_$split.json ]] || die "LABELED=$LABELED has no" \
-                "annotations/instances_$split.json: expected LABELED/annotations/instances_{training,validation}.json" \
-                "with the images in LABELED/{training,validation}/"
+                "annotations/instances_$split.json (it has: ${have:-none}): the jobs read" \
+                "annotations/instances_<split>.json with the images in LABELED/<split>/, the splits" \
+                "${coco_splits[*]}; for other split names add DET_ARGS=\"--cfg-options" \
+                "train_dataloader.dataset.split=NAME val_dataloader.dataset.split=NAME\"" \
+                "TEST_ARGS=\"--split NAME\""
             continue
         fi
         for sub in images labels; do
@@ -120,21 +139,37 @@ fi
 export PYTHON=$PY
 
 PRETRAIN_GPUS=${PRETRAIN_GPUS:-4}
-DET_GPUS=${DET_GPUS:-2}
 SBATCH_ARGS=${SBATCH_ARGS:-}
-read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
 read -r E1 E2 E3 <<<"${DET_EPOCHS:-23 27 37}"
 case ${PRETRAIN:-mocov2} in
     mocov2) MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
     densecl) MOCO_CFG=$CONFIG_DIR/densecl/densecl_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
-    *) die "PRETRAIN=$PRETRAIN: expected mocov2 or densecl" ;;
+    mae) MOCO_CFG=$CONFIG_DIR/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py ;;
+    *) die "PRETRAIN=$PRETRAIN: expected mocov2, densecl or mae" ;;
 esac
+MAE_WARMUP=20  # the MAE config's warmup_epochs: its cosine runs from there to TOTAL
+if [[ ${PRETRAIN:-mocov2} == mae ]]; then
+    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-80 200}"
+else
+    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
+fi
 case ${RECIPE:-seed} in
-    seed | ssl) ;;
-    *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning) or ssl" ;;
+    seed | ssl) vit=0 DET_GPUS=${DET_GPUS:-2} ;;
+    peer-vit | vitdet) vit=1 DET_GPUS=${DET_GPUS:-1} ;;
+    *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning), ssl, peer-vit or vitdet" ;;
 esac
+if [[ -z ${MOCO:-} ]]; then  # a MOCO file of the wrong kind is refused by train.py itself
+    if ((vit)) && [[ ${PRETRAIN:-mocov2} != mae ]]; then
+        die "RECIPE=$RECIPE fine-tunes a ViT: set PRETRAIN=mae (PRETRAIN=${PRETRAIN:-mocov2} pretrains a ResNet-50)"
+    elif ((!vit)) && [[ ${PRETRAIN:-mocov2} == mae ]]; then
+        die "PRETRAIN=mae pretrains a ViT: set RECIPE=peer-vit or RECIPE=vitdet (RECIPE=${RECIPE:-seed} fine-tunes a ResNet-50)"
+    fi
+fi
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
 SSL_CFG=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py
+VIT=$CONFIG_DIR/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2
+vit_cfg() { [[ $1 == 1 ]] && echo "${VIT}-s1-frozen-20e_labeled512.py" || echo "${VIT}-s$1-20e_labeled512.py"; }
+VITDET_CFG=$CONFIG_DIR/vitdet/faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_labeled1024.py
 det_dir() { echo "work_dirs/$(basename "${DET}-$1_labeled")"; }
 
 # the training jobs of the chain, in order
@@ -143,11 +178,12 @@ if [[ -z "${MOCO:-}" ]]; then
     stages+=(pretrain)
     MOCO=work_dirs/$(basename "$MOCO_CFG" .py)/keep_epoch_$MOCO_STOP.pth
 fi
-if [[ ${RECIPE:-seed} == ssl ]]; then
-    stages+=(ssl-36e)
-else
-    stages+=(s1-23e s2-27e s3-37e)
-fi
+case ${RECIPE:-seed} in
+    ssl) stages+=(ssl-36e) ;;
+    peer-vit) stages+=(vit-s1 vit-s2 vit-s3 vit-s4) ;;
+    vitdet) stages+=(vitdet-80e) ;;
+    *) stages+=(s1-23e s2-27e s3-37e) ;;
+esac
 seed_stages=([1]=s1-23e [2]=s2-27e [3]=s3-37e)
 stage_end=([1]=$E1 [2]=$E2 [3]=$E3)
 # stage_job STAGE sets, for that stage's job: label, name, gpus, dir (its work folder), args_var
@@ -158,12 +194,29 @@ stage_job() {
         pretrain)
             label=pretrain name=${PRETRAIN:-mocov2} gpus=$PRETRAIN_GPUS args_var=MOCO_ARGS
             dir=work_dirs/$(basename "$MOCO_CFG" .py)
-            sargs=("$MOCO_CFG" --data-root "$UNLABELED" --cfg-options "train_cfg.max_epochs=$MOCO_STOP"
-                   "param_scheduler.0.T_max=$MOCO_TOTAL" "param_scheduler.0.end=$MOCO_TOTAL" ${MOCO_ARGS:-}) ;;
+            sargs=("$MOCO_CFG" --data-root "$UNLABELED" --cfg-options "train_cfg.max_epochs=$MOCO_STOP")
+            if [[ ${PRETRAIN:-mocov2} == mae ]]; then
+                sargs+=("param_scheduler.1.T_max=$((MOCO_TOTAL - MAE_WARMUP))" "param_scheduler.1.end=$MOCO_TOTAL")
+            else
+                sargs+=("param_scheduler.0.T_max=$MOCO_TOTAL" "param_scheduler.0.end=$MOCO_TOTAL")
+            fi
+            sargs+=(${MOCO_ARGS:-}) ;;
         ssl-36e)
             label="fine-tune ssl-36e" name=det-ssl gpus=$DET_GPUS args_var=DET_ARGS
             dir=work_dirs/$(basename "$SSL_CFG" .py)
             sargs=("$SSL_CFG" --data-root "$LABELED" --pretrained "$MOCO" --amp ${DET_ARGS:-}) ;;
+        vit-s1)  # s2-s4 start from the previous stage's best (their configs' load_from)
+            label="fine-tune vit-s1" name=det-vit-s1 gpus=$DET_GPUS args_var=DET_ARGS
+            dir=work_dirs/$(basename "$(vit_cfg 1)" .py)
+            sargs=("$(vit_cfg 1)" --data-root "$LABELED" --pretrained "$MOCO" ${DET_ARGS:-}) ;;
+        vit-s[234])
+            label="fine-tune $1" name=det-$1 gpus=$DET_GPUS args_var=DET_ARGS
+            dir=work_dirs/$(basename "$(vit_cfg "${1:5}")" .py)
+            sargs=("$(vit_cfg "${1:5}")" --data-root "$LABELED" ${DET_ARGS:-}) ;;
+        vitdet-80e)
+            label="fine-tune vitdet-80e" name=det-vitdet gpus=$DET_GPUS args_var=DET_ARGS
+            dir=work_dirs/$(basename "$VITDET_CFG" .py)
+            sargs=("$VITDET_CFG" --data-root "$LABELED" --pretrained "$MOCO" --amp ${DET_ARGS:-}) ;;
         *)
             local k=${1:1:1} opts
             label="fine-tune $1" name=det-s$k gpus=$DET_GPUS args_var=DET_ARGS dir=$(det_dir "$1")
@@ -211,7 +264,9 @@ here=$(pwd -P)
 if queue=$(squeue -h -u "$(id -un)" -o '%i|%j|%T|%r|%E|%Z' 2>/dev/null); then
     while IFS='|' read -r id jn st why dep wd; do
         [[ -n $id && ($wd == "$PWD" || $wd == "$here") ]] || continue
-        case $jn in mocov2 | densecl | det-s[123] | det-ssl | det-test) ;; *) continue ;; esac
+        case $jn in mocov2 | densecl | mae | det-s[123] | det-ssl | det-vit-s[1234] | det-vitdet | det-test) ;;
+            *) continue ;;
+        esac
         case $st in COMPLETED | CANCELLED | FAILED | TIMEOUT | NODE_FAIL | BOOT_FAIL | DEADLINE | OUT_OF_MEMORY)
             continue ;;  # ended, shown for a while after
         esac
@@ -278,11 +333,14 @@ for s in "${stages[@]}"; do
     prev=(--dependency="afterok:$job")
 done
 # the checkpoint that scored best on validation (over the three stages), as the seed reported
-if [[ ${RECIPE:-seed} == ssl ]]; then
-    best=("work_dirs/$(basename "$SSL_CFG" .py)") test_cfg=$SSL_CFG
-else
-    best=("$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)") test_cfg=${DET}-s3-37e_labeled.py
-fi
+case ${RECIPE:-seed} in
+    ssl) best=("work_dirs/$(basename "$SSL_CFG" .py)") test_cfg=$SSL_CFG ;;
+    peer-vit)
+        best=() test_cfg=$(vit_cfg 4)
+        for k in 1 2 3 4; do best+=("work_dirs/$(basename "$(vit_cfg $k)" .py)"); done ;;
+    vitdet) best=("work_dirs/$(basename "$VITDET_CFG" .py)") test_cfg=$VITDET_CFG ;;
+    *) best=("$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)") test_cfg=${DET}-s3-37e_labeled.py ;;
+esac
 # shellcheck disable=SC2086
 job=$(submit --job-name=det-test "$(gres 1)" "${prev[@]}" "$REPO/tools/slurm/test.sbatch" \
     "$test_cfg" --best-of "${best[@]}" --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
