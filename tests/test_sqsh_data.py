@@ -19,6 +19,7 @@ from squashfs_tools import mksquashfs, mksquashfs_unavailable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 MOCO_DEMO = 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py'
+SCRATCH_DEMO = 'configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py'
 SUBMIT = os.path.join(REPO, 'tools', 'slurm', 'submit_pipeline.sh')
 
 _why = mksquashfs_unavailable()
@@ -409,3 +410,22 @@ def test_browse_dataset_draws_from_the_image(data, tmp_path):
               '--out-dir', str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == ['0.png', '1.png']
+
+
+def test_a_symlink_in_the_labeled_image_is_one_error_line(data, tmp_path):
+    """Links inside an image are not followed: a linked image in the labeled layout stops
+    train.py with one line naming the entry, not a traceback from the index scan."""
+    src = tmp_path / 'labeled'
+    shutil.copytree(data['labeled_folder'], src)
+    images = src / 'training' / 'images'
+    first = sorted(os.listdir(images))[0]
+    os.symlink(first, images / '99.JPEG')
+    shutil.copy(src / 'training' / 'labels' / first.replace('.JPEG', '.yml'),
+                src / 'training' / 'labels' / '99.yml')
+    image = mksquashfs(str(src), str(tmp_path / 'labeled.sqsh'))
+    r = _tool('tools/train.py', SCRATCH_DEMO, '--data-root', image,
+              '--work-dir', str(tmp_path / 'w'), '--cfg-options', 'train_cfg.max_epochs=1')
+    errors = [line for line in r.stderr.splitlines() if line.startswith('error: ')]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr
+    assert "'training/images/99.JPEG' is a symlink" in errors[0], errors[0]

@@ -1,5 +1,5 @@
 """A user's mistakes end in one `error: ...` line naming the fix and exit status 2, before any
-runner is built: no traceback, no config dump."""
+runner is built (a data file's content: when it is read): no traceback, no config dump."""
 import os
 import subprocess
 import sys
@@ -10,6 +10,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py')
 MOCO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
+SCRATCH = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py')
 
 
 def tool(name, *args, cwd=None):
@@ -75,3 +76,19 @@ def test_train_py_detector_checkpoint_as_pretrained(synthetic_root, files, tmp_p
     r = tool('train.py', DEMO, '--data-root', os.path.join(synthetic_root, 'labeled'),
              '--pretrained', files['det'], '--work-dir', str(tmp_path / 'w'))
     assert_one_line_error(r, '--backbone-from-detector')
+
+
+def test_a_bad_label_file_stops_train_py_with_one_line(synthetic_root, tmp_path):
+    """A label file that cannot be read without guessing (here invalid YAML) is the user's data
+    to fix: train.py names it in one error line, as tools/check_dataset.py does."""
+    import shutil
+    labeled = tmp_path / 'labeled'
+    shutil.copytree(os.path.join(synthetic_root, 'labeled'), labeled)
+    label = labeled / 'training' / 'labels' / sorted(os.listdir(labeled / 'training' / 'labels'))[0]
+    label.write_text('bboxes: [[1, 2\n')
+    r = tool('train.py', SCRATCH, '--data-root', str(labeled), '--work-dir', str(tmp_path / 'w'),
+             '--cfg-options', 'train_cfg.max_epochs=1')
+    errors = [line for line in r.stderr.splitlines() if line.startswith('error: ')]
+    assert r.returncode == 2 and len(errors) == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr + r.stdout
+    assert f'{label}: invalid YAML' in errors[0], errors[0]

@@ -39,6 +39,7 @@ import yaml
 from mmengine import fileio
 
 from ..sqsh_backend import image_identity, is_sqsh_uri
+from ..user_errors import UserError
 from ..sqsh_backend import scandir as sqsh_scandir
 from .classes import LABELED_CLASSES
 
@@ -73,11 +74,11 @@ UNPAIRED = 'image without yml or yml without image'
 BAD_IMAGE = 'unreadable image'
 
 
-class LabeledDataError(ValueError):
+class LabeledDataError(UserError):
     """A dataset file whose content cannot be turned into a label without guessing.
 
     ``kind`` names the problem (one of the error kinds above, BAD_YAML ... BAD_IMAGE) so
-    reports can group them.
+    reports can group them. A user's data to fix: the tools print it as one ``error:`` line.
     """
 
     def __init__(self, message: str, kind: str = 'error') -> None:
@@ -128,7 +129,12 @@ def _scandir(folder: str) -> list[tuple[str, bool, int, int]]:
     squashfs image (whose files have no mtime of their own: the image's identity is in the
     cache key instead)."""
     if is_sqsh_uri(folder):
-        return [(name, is_file, size, 0) for name, is_file, size in sqsh_scandir(folder)]
+        try:
+            entries = sqsh_scandir(folder)
+        except FileNotFoundError as e:  # an entry that is no regular file: links are not followed
+            raise LabeledDataError(f'{e}: repack the image with the file itself in its place',
+                                   BAD_IMAGE) from e
+        return [(name, is_file, size, 0) for name, is_file, size in entries]
     out = []
     with os.scandir(folder) as it:
         for entry in it:
