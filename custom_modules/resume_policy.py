@@ -208,6 +208,11 @@ def _compare_record(work_dir: str, own: str, inputs: dict, allow_input_change: b
     return diffs
 
 
+def _changed_inputs(diffs: list) -> str:
+    """The tail of a resume message: the inputs allowed to differ, if any."""
+    return ' with other inputs:\n  ' + '\n  '.join(diffs) + _lr_note(diffs) if diffs else ''
+
+
 def _inside(path: str, folder: str) -> bool:
     return osp.dirname(osp.realpath(path)) == osp.realpath(folder)
 
@@ -247,17 +252,15 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
             diffs = _compare_record(work_dir, resume, inputs, allow_input_change)
         write_record(work_dir, inputs)
         _point_last_checkpoint(work_dir, resume)
-        return _resume_from(cfg, resume, meta, f'resuming from {resume} (--resume)'
-                            + (' with other inputs:\n  ' + '\n  '.join(diffs) + _lr_note(diffs)
-                               if diffs else ''))
+        return _resume_from(cfg, resume, meta,
+                            f'resuming from {resume} (--resume){_changed_inputs(diffs)}')
     if own and (resume or cfg.get('resume')):
         diffs = _compare_record(work_dir, own, inputs, allow_input_change)
         if diffs:
             write_record(work_dir, inputs)
         return _resume_from(cfg, own, own_meta,
                             f'resuming from {own} (latest resume point in {work_dir})'
-                            + (' with other inputs:\n  ' + '\n  '.join(diffs) + _lr_note(diffs)
-                               if diffs else ''))
+                            f'{_changed_inputs(diffs)}')
     if cfg.get('resume') and cfg.get('load_from'):  # a stage config continuing the previous one
         meta, why = read_checkpoint_meta(cfg.load_from)
         if meta is None:

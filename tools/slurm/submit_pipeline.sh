@@ -317,10 +317,13 @@ gres() { [[ -z "${GRES-x}" ]] && echo "--gres=none" || echo "--gres=${GRES:-gpu:
 submit() { sbatch --parsable --output='work_dirs/slurm/%x-%j.out' $SBATCH_ARGS "$@"; }
 
 # the stages that finished need no job; the first that did not and every later one are queued
-prev=()
+prev=() best=()
 skipping=1
 for s in "${stages[@]}"; do
     stage_job "$s"
+    # the test picks the checkpoint that scored best on validation over the fine-tuning stages
+    # (as the seed reported), with the last stage's config
+    [[ $s == pretrain ]] || best+=("$dir") test_cfg=${sargs[0]}
     # pretraining is done when the keep file the fine-tuning starts from is there too
     if ((skipping)) && [[ ${state[$s]:-} == finished && ($s != pretrain || -f $MOCO) ]]; then
         echo "$label: finished ($dir), not submitted again"
@@ -332,15 +335,6 @@ for s in "${stages[@]}"; do
     echo "$label: job $job"
     prev=(--dependency="afterok:$job")
 done
-# the checkpoint that scored best on validation (over the three stages), as the seed reported
-case ${RECIPE:-seed} in
-    ssl) best=("work_dirs/$(basename "$SSL_CFG" .py)") test_cfg=$SSL_CFG ;;
-    peer-vit)
-        best=() test_cfg=$(vit_cfg 4)
-        for k in 1 2 3 4; do best+=("work_dirs/$(basename "$(vit_cfg $k)" .py)"); done ;;
-    vitdet) best=("work_dirs/$(basename "$VITDET_CFG" .py)") test_cfg=$VITDET_CFG ;;
-    *) best=("$(det_dir s1-23e)" "$(det_dir s2-27e)" "$(det_dir s3-37e)") test_cfg=${DET}-s3-37e_labeled.py ;;
-esac
 # shellcheck disable=SC2086
 job=$(submit --job-name=det-test "$(gres 1)" "${prev[@]}" "$REPO/tools/slurm/test.sbatch" \
     "$test_cfg" --best-of "${best[@]}" --data-root "$LABELED" --split validation --batch-size 2 ${TEST_ARGS:-})
