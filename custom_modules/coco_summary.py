@@ -77,7 +77,7 @@ class SeedCocoMetric(FasterCocoMetric):
         # FasterCocoMetric builds its COCOeval inside compute_metrics from the module global
         # COCOeval_faster: a subclass swapped in for the call sets the print function and keeps
         # the instances for the classwise table. Looked up at call time, so a class swapped in
-        # by a caller (tests/test_coco_eval.py's recorder) still runs underneath.
+        # by a caller (tests/tools/test_coco_eval.py's recorder) still runs underneath.
         base = faster_coco_metric.COCOeval_faster
         evals = []
 

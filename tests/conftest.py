@@ -1,48 +1,67 @@
 import os
 import shutil
 import sys
+from collections import defaultdict
 
-import numpy as np
 import pytest
-import yaml
-from PIL import Image
+from filelock import FileLock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
+from helpers import REPO, TESTS
 
+# the helper modules beside this file, the repository's packages and its tools import by name
+sys.path[:0] = [TESTS, REPO, os.path.join(REPO, 'tools')]
 
-def write_sample(root, split, img_id, size=(64, 48), bboxes=((4, 5, 30, 40),), labels=('dog',),
-                 image_size=True, mode='RGB', label_doc=None):
-    """One image + yml in the course layout; ``label_doc`` overrides the yml text."""
-    img_dir = os.path.join(root, split, 'images')
-    label_dir = os.path.join(root, split, 'labels')
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(label_dir, exist_ok=True)
-    img_path = os.path.join(img_dir, f'{img_id}.JPEG')
-    if size is not None:
-        rng = np.random.default_rng(img_id)
-        arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(arr).convert(mode).save(img_path, format='JPEG')
-    label_path = os.path.join(label_dir, f'{img_id}.yml')
-    if label_doc is None:
-        doc = dict(bboxes=[list(b) for b in bboxes], labels=list(labels))
-        if image_size:
-            doc['image_size'] = list(size)
-        label_doc = yaml.safe_dump(doc)
-    if label_doc is not False:
-        with open(label_path, 'w') as f:
-            f.write(label_doc)
-    return img_path, label_path
+# A test that takes longer than this (setup, call and teardown) belongs to `make test`'s slow
+# tier: mark it `slow`; the end of every run lists those that are not.
+SLOW_SECONDS = 10
+# Session fixtures that start a Slurm cluster: every module using one runs on one xdist worker,
+# so the whole run starts each cluster once.
+CLUSTERS = ('slurm', 'slurm2')
 
 
-def write_tiny_labeled(root):
-    """Two training images and one validation image, two objects each, in the course layout."""
-    for split, ids in (('training', (1, 2)), ('validation', (3, ))):
-        for i in ids:
-            write_sample(root, split, i, size=(96, 64), bboxes=((10, 8, 50, 40), (60, 30, 90, 60)),
-                         labels=('dog', 'starfish'))
-    return root
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (its module fixtures are built once), or per cluster for the
+    modules that use one; the groups that take longest run first (`make test` passes
+    --no-loadscope-reorder, so workers take groups in this order)."""
+    modules = defaultdict(list)
+    for item in items:
+        modules[item.module.__name__].append(item)
+    groups = defaultdict(list)
+    for name, module_items in modules.items():
+        used = set().union(*(item.fixturenames for item in module_items))
+        groups[next((c for c in CLUSTERS if c in used), name)] += module_items
+
+    def weight(group):  # clusters, then by slow tests, then by size
+        name, group_items = group
+        slow = sum(item.get_closest_marker('slow') is not None for item in group_items)
+        return name not in CLUSTERS, -slow, -len(group_items)
+
+    items[:] = []
+    for name, group_items in sorted(groups.items(), key=weight):
+        for item in group_items:
+            item.add_marker(pytest.mark.xdist_group(name))
+        items += group_items
+
+
+_durations = defaultdict(float)
+_marked_slow = set()
+
+
+def pytest_runtest_logreport(report):
+    nodeid = report.nodeid.split('@')[0]  # xdist appends @GROUP
+    _durations[nodeid] += report.duration
+    if 'slow' in report.keywords:
+        _marked_slow.add(nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    unmarked = sorted(((d, n) for n, d in _durations.items()
+                       if d > SLOW_SECONDS and n not in _marked_slow), reverse=True)
+    if unmarked:
+        terminalreporter.section(f'over {SLOW_SECONDS} s without the slow marker')
+        for seconds, nodeid in unmarked:
+            terminalreporter.write_line(f'{seconds:7.1f} s  {nodeid}')
 
 
 @pytest.fixture
@@ -79,13 +98,77 @@ def module_tmp(request, tmp_path_factory):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def build_once(tmp_path_factory, name, build):
+    """``build(folder)`` once per run, by whichever xdist worker asks first; the others wait for
+    it and get the same folder. Readers must not write into it (copy what a test changes)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        base = base.parent  # the run's folder, above each worker's own
+    folder = base / name
+    with FileLock(f'{folder}.lock'):
+        if not (folder / '.built').exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / '.built').touch()
+    return folder
+
+
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
     """A small generated dataset in the real layout, shared by the tests that only read it."""
     from make_synthetic_data import make_dataset
-    out = tmp_path_factory.mktemp('synthetic')
-    make_dataset(str(out), seed=0, num_unlabeled=16, num_train=24, num_val=12)
-    return str(out)
+    return str(build_once(tmp_path_factory, 'synthetic', lambda out: make_dataset(
+        str(out), seed=0, num_unlabeled=16, num_train=24, num_val=12)))
+
+
+@pytest.fixture(scope='session')
+def moco_checkpoint(tmp_path_factory):
+    """The demo MoCo (ResNet-50) as the runner saves it after 8 epochs, untrained but with
+    BatchNorm statistics and affine parameters that differ per channel, so a hand-off that
+    dropped them would show: ``(path, config path)``. Read-only."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    config = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
+
+    def build(folder):
+        cfg = Config.fromfile(config)
+        init_default_scope(cfg.default_scope)
+        torch.manual_seed(0)
+        moco = MODELS.build(cfg.model)
+        moco.init_weights()
+        with torch.no_grad():
+            for m in moco.backbone.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.momentum = None
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.1)
+            moco.backbone.train()
+            moco.backbone(torch.rand(4, 3, 64, 64))
+        torch.save(dict(meta=dict(epoch=8), state_dict=moco.state_dict()),
+                   folder / 'epoch_8.pth')
+    return str(build_once(tmp_path_factory, 'moco-checkpoint', build) / 'epoch_8.pth'), config
+
+
+@pytest.fixture(scope='session')
+def demo_detector(tmp_path_factory):
+    """The demo detector config's model, untrained (random backbone), saved as tools/train.py
+    saves its epoch 4: ``(path, config path)``. Read-only."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    config = os.path.join(REPO, 'configs/faster_rcnn/'
+                          'faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py')
+
+    def build(folder):
+        cfg = Config.fromfile(config)
+        cfg.model.backbone.init_cfg = None
+        init_default_scope('mmdet')
+        torch.manual_seed(0)
+        torch.save(dict(meta=dict(epoch=4), state_dict=MODELS.build(cfg.model).state_dict()),
+                   folder / 'epoch_4.pth')
+    return str(build_once(tmp_path_factory, 'demo-detector', build) / 'epoch_4.pth'), config
 
 
 @pytest.fixture(scope='session')
@@ -111,3 +194,17 @@ def slurm2(tmp_path_factory):
     cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster2')), nodes=2, cpus=1).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def signals_restored(monkeypatch):
+    """The training loop's stop flag cleared and the SIGUSR1/SIGTERM handlers a test installs
+    (in-process runners install the time-limit ones) put back afterwards."""
+    import signal
+
+    from custom_modules import resumable
+    monkeypatch.setattr(resumable, '_stop_requested', 0)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

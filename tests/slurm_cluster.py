@@ -83,6 +83,9 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
+# Slurm starts a requeued job cred_expire + 1 s after the requeue, once the killed run's
+# credential is revoked on its nodes (started sooner, a node can refuse it as already killed
+# and the job ends FAILED without running); the main scheduler looks every second.
 AuthInfo=socket={r}/munge/munge.socket,cred_expire=10
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
@@ -92,7 +95,7 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
-SchedulerParameters=bf_interval=1
+SchedulerParameters=bf_interval=1,sched_interval=1
 FirstJobId={_first_job_id()}
 MessageTimeout=30
 StateSaveLocation={r}/state
@@ -144,23 +147,34 @@ SlurmdLogFile={r}/log/slurmd-%n.log
         return subprocess.run(cmd, env=kw.pop('env', self.env), capture_output=True, text=True,
                               check=check, **kw)
 
-    def job_state(self, job_id: str) -> str:
+    def job_fields(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job``'s KEY=VALUE fields; empty when scontrol did not answer (a
+        loaded controller can time out), which callers must not read as a state."""
         out = self.run('scontrol', 'show', 'job', job_id, check=False).stdout
-        for tok in out.split():
-            if tok.startswith('JobState='):
-                return tok.split('=', 1)[1]
-        return 'UNKNOWN'
+        return dict(tok.split('=', 1) for tok in out.split() if '=' in tok)
 
-    def requeue(self, job_id: str, timeout: float = 30) -> None:
-        """``scontrol requeue``, returning once the job has left its old state (a FAILED job
-        still reads FAILED for a moment after it), started at once rather than after Slurm's
-        requeue delay."""
-        before = self.job_state(job_id)
-        self.run('scontrol', 'requeue', job_id)
-        deadline = time.time() + timeout
-        while self.job_state(job_id) == before and time.time() < deadline:
-            time.sleep(0.2)
-        self.run('scontrol', 'update', f'JobId={job_id}', 'StartTime=now', check=False)
+    def job_state(self, job_id: str) -> str:
+        return self.job_fields(job_id).get('JobState', 'UNKNOWN')
+
+    def requeue(self, job_id: str, timeout: float = 120) -> None:
+        """``scontrol requeue``, returning once Slurm has taken it (the job's restart count went
+        up and it is pending or running again). Raises with the job's fields and the
+        controller's log when it did not take in ``timeout``: a job that only looks requeued
+        fails later, far from the cause."""
+        restarts = int(self.job_fields(job_id).get('Restarts', 0))
+        deadline, answer = time.time() + timeout, None
+        while time.time() < deadline:
+            if answer is None or answer.returncode:  # refused (e.g. still completing): again
+                answer = self.run('scontrol', 'requeue', job_id, check=False)
+            fields = self.job_fields(job_id)
+            if (int(fields.get('Restarts', restarts)) > restarts
+                    and fields['JobState'] not in ('COMPLETING', 'REQUEUED')):
+                return
+            time.sleep(0.25)
+        log = open(os.path.join(self.root, 'log', 'slurmctld.log')).read()[-3000:]
+        raise AssertionError(f'scontrol requeue {job_id} did not take in {timeout:.0f} s '
+                             f'(last answer {answer.returncode}: {answer.stderr.strip()!r}; job '
+                             f'{self.job_fields(job_id)}); slurmctld.log ends:\n{log}')
 
     def wait(self, job_id: str, timeout: float = 600,
              done=('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY')):

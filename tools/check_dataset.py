@@ -41,7 +41,7 @@ from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root  # noqa: 
 from custom_modules.user_errors import UserError  # noqa: E402
 
 SPLITS = ('training', 'validation')
-# what the pretraining configs read (their image_extensions; tests/test_any_images.py pins both)
+# what the pretraining configs read (their image_extensions; tests/data/test_any_images.py pins both)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 QUICK_SAMPLE = 32  # files per folder that --quick reads
 
@@ -346,7 +346,7 @@ def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool =
     print('image modes: ' + ', '.join(f'{m}: {n}' for m, n in modes.most_common()))
     without = [im['id'] for _, im in images if not boxes_of[im['id']]]
     if without:
-        # tests/test_coco_data.py checks that every detection config keeps them
+        # tests/data/test_coco_data.py checks that every detection config keeps them
         print(f'images without annotations: {len(without)} (kept as negatives: the detection '
               'configs train with filter_cfg=dict(filter_empty_gt=False); a config with '
               'filter_empty_gt=True drops them)')

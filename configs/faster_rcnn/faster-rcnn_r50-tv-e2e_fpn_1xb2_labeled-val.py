@@ -2,7 +2,7 @@
 # tools/model_converters/torchvision_frcnn_to_mmdet.py. Inference only: every test-time setting
 # is torchvision FasterRCNN's default, which the seed used.
 #
-# Left different; none changed a detection in tests/test_seed_checkpoints.py (400 of 400 matched):
+# Left different; none changed a detection in tests/recipes/test_seed_checkpoints.py (400 of 400 matched):
 # - Normalization runs after the resize (torchvision: before). Bilinear interpolation is linear,
 #   so only float rounding differs (inputs within 1e-6).
 # - RPN proposals are ranked by sigmoid score (torchvision: by logit), NMS'd with mmcv's

@@ -19,7 +19,7 @@ gpu_day_one.json to --out (default: $OUT, else the work folder).
 
 Each step runs only while the time budget lasts (a training past its cap gets SIGUSR1 and is
 measured up to there); the plan with step-only estimates from docs/performance.md is printed
-first. --tiny is the same on CPU in about two minutes (tests/test_gpu_day_one.py): a few
+first. --tiny is the same on CPU in about two minutes (tests/tools/test_gpu_day_one.py): a few
 iterations at batch 2, no --amp, and small wrapper configs over the real ones with the CPU
 demos' sizes (R50 detectors at 256x192, ViT-Tiny at 256 px) and plain fp32 for MAE.
 """
@@ -283,7 +283,7 @@ def compare_resume(ref, resumed, saved_iter, exact):
     Same final iteration; a record for every logged iteration after the saved one; LR equal to
     1e-6 relative (a pure function of the iteration count: one iteration off in the linear
     warm-up moves it by ~1/iteration relative). Loss: on CPU identical (the resume replays
-    exactly, tests/test_slurm.py). On a GPU cuDNN's nondeterministic kernels and AMP change
+    exactly, tests/slurm/test_slurm.py). On a GPU cuDNN's nondeterministic kernels and AMP change
     the last bits of every step, so it is compared against the loss's own noise: a resume from
     the wrong batch, weights or RNG state lands on another point of the curve, as far off as
     neighbouring logging windows are from each other; the mean difference must stay under half

@@ -1,0 +1,334 @@
+"""The resume and stop cases of a careful review, each at the function level: a new run over an
+old one, a rollback and a restart, another process count, a kill between the last two saves,
+SIGTERM, a time-limit signal before training or during validation."""
+import importlib
+import os
+import signal
+import types
+import uuid
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.evaluator import BaseMetric, Evaluator
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+import custom_modules  # noqa: F401  (registers the hooks and the atomic backend)
+from custom_modules import resumable
+from custom_modules.atomic_io import AtomicLocalBackend
+from custom_modules.resume_policy import ChangedInputsError, resolve_resume, run_inputs
+from custom_modules.user_errors import UserError
+from helpers import REPO
+
+
+S1 = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-s1-23e_labeled.py')
+MOCO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py')
+
+
+def cfg_for(tmp_path, data='a', path=S1):
+    cfg = Config.fromfile(path)
+    cfg.work_dir = str(tmp_path / 'work')
+    root = str(tmp_path / data)
+    os.makedirs(root, exist_ok=True)
+    cfg.train_dataloader.dataset.data_root = root
+    return cfg
+
+
+def resume_point(path, epoch, iter_):
+    """A resume point as CheckpointHook leaves it: the file, then ``last_checkpoint``."""
+    torch.save(dict(meta=dict(epoch=epoch, iter=iter_, seed=5), state_dict={}, optimizer={},
+                    param_schedulers=[], message_hub={}), path)
+    with open(os.path.join(os.path.dirname(path), 'last_checkpoint'), 'w') as f:
+        f.write(path)
+
+
+def test_new_run_over_resume_points_refuses_and_leaves_the_record(tmp_path):
+    """Case 1: a command without --resume in a folder with resume points would rewrite the
+    record for data B and keep data A's checkpoints; a later --resume then continued them."""
+    cfg = cfg_for(tmp_path, 'a')
+    resolve_resume(cfg, None, run_inputs(cfg))
+    resume_point(os.path.join(cfg.work_dir, 'epoch_5.pth'), 5, 50)
+    b = cfg_for(tmp_path, 'b')
+    with pytest.raises(UserError) as e:
+        resolve_resume(b, None, run_inputs(b))
+    msg = str(e.value)
+    assert 'epoch_5.pth' in msg and '--resume' in msg and '--work-dir NEW_DIR' in msg
+    b = cfg_for(tmp_path, 'b')
+    with pytest.raises(ChangedInputsError, match='data_root'):  # the record still says data A
+        resolve_resume(b, 'auto', run_inputs(b))
+    a = cfg_for(tmp_path, 'a')
+    assert resolve_resume(a, 'auto', run_inputs(a)).meta['epoch'] == 5
+
+
+def test_explicit_rollback_holds_across_restarts(tmp_path):
+    """Case 2: --resume epoch_12.pth after a run diverged at epoch 15, then a requeue before the
+    continued run saved anything: the restart continued epoch_15.pth."""
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, None, run_inputs(cfg))
+    work = cfg.work_dir
+    for n in (12, 15):
+        resume_point(os.path.join(work, f'epoch_{n}.pth'), n, 10 * n)
+    rollback = os.path.join(work, 'epoch_12.pth')
+    cfg = cfg_for(tmp_path)
+    assert resolve_resume(cfg, rollback, run_inputs(cfg)).meta['epoch'] == 12
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
+    assert cfg.load_from == rollback, 'the restart went back to the abandoned run'
+    cfg = cfg_for(tmp_path)  # a plain --resume (outside Slurm) continues the rollback too
+    assert resolve_resume(cfg, 'auto', run_inputs(cfg)).meta['epoch'] == 12
+    resume_point(os.path.join(work, 'epoch_13.pth'), 13, 130)  # the continued run's first save
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
+    assert cfg.load_from == os.path.join(work, 'epoch_13.pth')
+
+
+def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
+    """Cases 1/2: --resume PATH rewrote the record without comparing: a rollback with other
+    data continued data A's checkpoint silently."""
+    cfg = cfg_for(tmp_path, 'a')
+    resolve_resume(cfg, None, run_inputs(cfg))
+    for n in (12, 15):
+        resume_point(os.path.join(cfg.work_dir, f'epoch_{n}.pth'), n, 10 * n)
+    rollback = os.path.join(cfg.work_dir, 'epoch_12.pth')
+    b = cfg_for(tmp_path, 'b')
+    with pytest.raises(ChangedInputsError, match='data_root') as e:
+        resolve_resume(b, rollback, run_inputs(b))
+    assert f'continue {rollback} with the new inputs (--allow-input-change)' in str(e.value)
+    assert '--work-dir NEW_DIR' in str(e.value)
+    with open(os.path.join(cfg.work_dir, 'last_checkpoint')) as f:
+        assert f.read().endswith('epoch_15.pth')  # refused: nothing rewritten
+    a = cfg_for(tmp_path, 'a')  # the folder's own inputs: the rollback goes ahead
+    assert resolve_resume(a, 'auto', run_inputs(a)).meta['epoch'] == 15
+    b = cfg_for(tmp_path, 'b')
+    decision = resolve_resume(b, rollback, run_inputs(b), allow_input_change=True)
+    assert decision.meta['epoch'] == 12 and 'with other inputs' in decision.message
+    # a checkpoint of another folder starts a fresh one unchecked (the next stage's config)
+    fresh = cfg_for(tmp_path, 'b')
+    fresh.work_dir = str(tmp_path / 'next-stage')
+    assert resolve_resume(fresh, rollback, run_inputs(fresh)).meta['epoch'] == 12
+
+
+def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
+    """Case 9: auto_scale_lr scales the LR for the new total batch, then the resumed optimizer
+    and scheduler state put the old one back; the message says so."""
+    cfg = cfg_for(tmp_path, path=MOCO)
+    four = dict(run_inputs(cfg), world_size=4)
+    resolve_resume(cfg, None, four)
+    resume_point(os.path.join(cfg.work_dir, 'epoch_5.pth'), 5, 50)
+    cfg = cfg_for(tmp_path, path=MOCO)
+    two = dict(run_inputs(cfg), world_size=2)
+    with pytest.raises(ChangedInputsError, match='learning rate stays'):
+        resolve_resume(cfg, 'auto', two)
+    cfg = cfg_for(tmp_path, path=MOCO)
+    decision = resolve_resume(cfg, 'auto', two, allow_input_change=True)
+    assert 'learning rate stays' in decision.message and 'world_size: 4 -> 2' in decision.message
+
+
+def test_another_checkpoint_interval_resumes(tmp_path):
+    """How often TimeLimitHook saves inside an epoch changes nothing that is trained: a job
+    resubmitted with another save_every_minutes continues its run."""
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, None, run_inputs(cfg))
+    resume_point(os.path.join(cfg.work_dir, 'epoch_5.pth'), 5, 50)
+    cfg = cfg_for(tmp_path)
+    hook = next(h for h in cfg.custom_hooks if h['type'] == 'TimeLimitHook')
+    hook['save_every_minutes'] = 5
+    assert resolve_resume(cfg, 'auto', run_inputs(cfg)).meta['epoch'] == 5
+    cfg = cfg_for(tmp_path, 'b')  # while another input still stops it
+    with pytest.raises(ChangedInputsError, match='data_root'):
+        resolve_resume(cfg, 'auto', run_inputs(cfg))
+
+
+class _ToyModel(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        out = self.fc(torch.stack(inputs))
+        return dict(loss=out.pow(2).mean()) if mode == 'loss' else list(out)
+
+
+class _Seen(BaseMetric):
+    """Counts the validation samples."""
+
+    def process(self, data_batch, data_samples):
+        self.results.append(len(data_samples))
+
+    def compute_metrics(self, results):
+        return dict(seen=sum(results))
+
+
+class _SignalAt(Hook):
+    """Sends ``signum`` to this process before the iteration ``at``."""
+
+    def __init__(self, at, signum):
+        self.at, self.signum = at, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+def toy_runner(work, max_epochs=2, hooks=(), **kw):
+    """The pretraining config's checkpoint hooks on a toy model, 2 iterations per epoch."""
+    cfg = Config.fromfile(MOCO)
+    config_hooks = {h['type']: h for h in cfg.custom_hooks}
+    return Runner(
+        model=_ToyModel(), work_dir=str(work), experiment_name=f'cases-{uuid.uuid4().hex}',
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 4, batch_size=2,
+                              num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=cfg.default_hooks.checkpoint),
+        custom_hooks=[config_hooks['TimeLimitHook'], config_hooks['KeepCheckpointHook'],
+                      *hooks], **kw)
+
+
+def test_a_finished_run_always_has_its_keep_file(tmp_path, monkeypatch, signals_restored):
+    """Case 4: killed after the last epoch's resumable checkpoint, before its keep file: the run
+    looked finished and the next stage found no --pretrained file."""
+    put, written = AtomicLocalBackend.put, []
+
+    def killed_at_the_second(self, obj, filepath):
+        name = os.path.basename(filepath)
+        if name in ('epoch_2.pth', 'keep_epoch_2.pth'):
+            if written:
+                raise KeyboardInterrupt  # the job is killed here
+            written.append(name)
+        return put(self, obj, filepath)
+    monkeypatch.setattr(AtomicLocalBackend, 'put', killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        toy_runner(tmp_path / 'work').train()
+    finished = (tmp_path / 'work' / 'epoch_2.pth').exists()
+    assert not finished or (tmp_path / 'work' / 'keep_epoch_2.pth').exists(), (
+        'the run ended at epoch 2 without keep_epoch_2.pth')
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminated(signum, frame):
+    raise _Terminated  # SIGTERM's default action, without ending pytest
+
+
+def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, monkeypatch,
+                                                                   signals_restored):
+    """Case 10: preemption and scancel send SIGTERM, then SIGKILL after a grace time; it used to
+    kill at once, losing every iteration since the epoch checkpoint."""
+    signal.signal(signal.SIGTERM, _terminated)
+    monkeypatch.setenv('SLURM_JOB_ID', '42')
+    calls, run = [], resumable.subprocess.run
+    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: calls.append(cmd) if
+                        cmd[0] == 'scontrol' else run(cmd, **kw))
+    work = tmp_path / 'work'
+    with pytest.raises(SystemExit) as e:
+        toy_runner(work, hooks=[_SignalAt(2, signal.SIGTERM)]).train()
+    assert e.value.code == 128 + signal.SIGTERM
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_3.pth')
+    assert torch.load(work / 'iter_3.pth', weights_only=False)['meta']['iter'] == 3
+    assert calls == []  # no scontrol: Slurm requeues a preempted job itself; scancel means stop
+
+
+@pytest.mark.parametrize('how', ['pipeline', 'train.sbatch', 'srun'])
+def test_a_failed_requeue_says_what_continues_the_job(monkeypatch, how):
+    """Case 5: the message said 'submit the same sbatch command', a job nothing after it in a
+    chain waits for; it prints the command that continues the job (the chain's for a stage)."""
+    monkeypatch.setenv('SLURM_JOB_ID', '42')
+    monkeypatch.setenv('SLURM_SUBMIT_DIR', '/sub')
+    monkeypatch.delenv('PIPELINE_RESUBMIT', raising=False)
+    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: types.SimpleNamespace(
+        returncode=1, stderr='Requeue of job 42 not allowed\n'))
+    monkeypatch.setattr(resumable.sys, 'argv', [
+        'tools/train.py', 'cfg.py', '--resume', '--work-dir', 'w d', '--launcher', 'slurm'])
+    if how == 'pipeline':
+        monkeypatch.setenv('PIPELINE_RESUBMIT', 'cd /sub && MOCO=m.pth /r/submit_pipeline.sh')
+    elif how == 'srun':  # tools/slurm_train.sh
+        monkeypatch.setattr(resumable.sys, 'argv', ['tools/train.py', 'cfg.py', '--launcher',
+                                                    'slurm'])
+    runner = _Runner()
+    resumable._requeue(runner)
+    [error] = runner.errors
+    assert error.startswith('scontrol requeue 42 failed (Requeue of job 42 not allowed): the job '
+                            'ends here with exit status 75.'), error
+    assert 'same sbatch command' not in error
+    sbatch = os.path.join(REPO, 'tools', 'slurm', 'train.sbatch')
+    assert error.endswith({
+        'pipeline': 'the jobs waiting behind this one replaced): '
+                    'cd /sub && MOCO=m.pth /r/submit_pipeline.sh',
+        'train.sbatch': f"from /sub: sbatch ... {sbatch} cfg.py --work-dir 'w d'",
+        'srun': 'run the same command again with --resume.'}[how]), error
+
+
+def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals_restored):
+    """Case 7: tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
+    checks, building the runner) without a word."""
+    import train
+    importlib.reload(train)  # its first lines take SIGUSR1 over
+    os.kill(os.getpid(), signal.SIGUSR1)
+    runner = _Runner()
+    resumable.TimeLimitHook().before_train(runner)
+    assert runner.logger.warnings and 'before training started' in runner.logger.warnings[-1]
+    assert not resumable._stop_requested  # not a stop: the job's time limit comes first
+
+
+class _ValSeen(Hook):
+    """Records each validation's epoch and iterations; sends SIGUSR1 during the first one."""
+
+    def __init__(self, signal_at=None):
+        self.signal_at, self.runs = signal_at, []
+
+    def before_val_epoch(self, runner):
+        self.runs.append([runner.epoch, 0])
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.runs[-1][1] += 1
+        if len(self.runs) == 1 and batch_idx == self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
+                                                         signals_restored):
+    """Case 3: the signal was only looked at between training iterations, so a long validation
+    (COCO evaluation of the whole set) ran into the time limit: TIMEOUT, never requeued."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    work = tmp_path / 'work'
+
+    def runner(seen, **kw):
+        return toy_runner(work, hooks=[seen], val_cfg=dict(), val_evaluator=Evaluator(_Seen()),
+                          val_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 8,
+                                              batch_size=2, num_workers=0,
+                                              sampler=dict(type='DefaultSampler', shuffle=False)),
+                          **kw)
+    seen = _ValSeen(signal_at=1)
+    with pytest.raises(SystemExit) as e:
+        runner(seen).train()
+    assert e.value.code == resumable.EXIT_TIME_LIMIT
+    assert seen.runs == [[1, 2]], 'validation of epoch 1 was not cut short'
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+    seen = _ValSeen()
+    resumed = runner(seen, resume=True, load_from=str(work / 'iter_2.pth'))
+    resumed.train()
+    assert seen.runs == [[1, 4], [2, 4]]  # epoch 1 validated again, in full, then epoch 2
+    assert resumed.iter == 4
+
+
+class _Runner:
+    epoch, iter, work_dir = 0, 0, '/nonexistent'
+
+    class message_hub:
+        @staticmethod
+        def get_info(key):
+            return None
+
+    def __init__(self):
+        self.logger, self.warnings, self.errors = self, [], []
+
+    def warning(self, msg):
+        self.warnings.append(msg)
+
+    def error(self, msg):
+        self.errors.append(msg)

@@ -1,0 +1,65 @@
+"""`make compare` (tools/compare_recipes.py) covers every fine-tuning recipe that has a demo
+config, and `--recipes` runs the chosen rows with only the pretrainings they start from. The
+trainings themselves are the demo configs' (trained in test_pipeline, test_ssl_recipe and
+test_mae_vitdet); here the tools are recorded, not run."""
+import glob
+import os
+
+import pytest
+
+import compare_recipes
+from helpers import REPO
+
+
+def test_every_detection_demo_config_is_a_row():
+    demos = {os.path.relpath(p, REPO) for d in ('faster_rcnn', 'vitdet')
+             for p in glob.glob(os.path.join(REPO, 'configs', d, '*demo*_synthetic.py'))}
+    # the random-backbone demo is the seed demo with init_cfg=None, as every "random init" cell
+    demos.discard('configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py')
+    assert demos == {cfg for _, cfg, _ in compare_recipes.RECIPES}
+    assert [r.split()[0] for r, _, _ in compare_recipes.RECIPES] == [
+        'seed', 'SSL', "peer's", 'ViTDet-style']
+    for _, _, inits in compare_recipes.RECIPES:
+        assert None in inits and set(inits) - {None} <= set(compare_recipes.PRETRAIN)
+
+
+def fake_tools(monkeypatch, tmp_path):
+    """Record each tool call; a training leaves a checkpoint name, a test prints two AP lines."""
+    calls = []
+
+    def run(cmd, log):
+        calls.append(cmd)
+        if cmd[0] == 'tools/train.py':
+            work = cmd[cmd.index('--work-dir') + 1]
+            open(os.path.join(work, 'last_checkpoint'), 'w').write(f'{work}/epoch_4.pth')
+        elif cmd[0] == 'tools/test.py':
+            open(log, 'w').write(
+                ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.125\n'
+                ' Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ] = 0.250\n')
+        return 0.5
+
+    monkeypatch.setattr(compare_recipes, 'run', run)
+    (tmp_path / 'data' / 'labeled').mkdir(parents=True)
+    return calls
+
+
+def test_recipes_option_runs_the_chosen_rows_only(monkeypatch, tmp_path):
+    calls = fake_tools(monkeypatch, tmp_path)
+    out = tmp_path / 'out'
+    compare_recipes.main(['--out', str(out), '--data', str(tmp_path / 'data'),
+                          '--recipes', 'vitdet'])
+    trained = [c[1] for c in calls if c[0] == 'tools/train.py']
+    vitdet = 'configs/vitdet/faster-rcnn_vit-tiny-win-mae-pre_sfp_1xb4-lsj-demo-4e_synthetic.py'
+    assert trained == [compare_recipes.PRETRAIN['MAE'], vitdet, vitdet]
+    det = [c for c in calls if c[0] == 'tools/train.py'][1:]
+    assert '--pretrained' in det[0] and 'model.backbone.init_cfg=None' in det[1]
+    rows = [line for line in open(out / 'results.md') if line.startswith('| ViTDet')]
+    assert [r.split(' | ')[1:4] for r in rows] == [['MAE', '0.125', '0.250'],
+                                                    ['random init', '0.125', '0.250']]
+
+
+def test_recipes_option_refuses_unknown_words(monkeypatch, tmp_path, capsys):
+    fake_tools(monkeypatch, tmp_path)
+    with pytest.raises(SystemExit) as e:
+        compare_recipes.main(['--out', str(tmp_path / 'out'), '--recipes', 'yolo'])
+    assert e.value.code == 2 and 'no recipe starts with these words' in capsys.readouterr().err
