@@ -7,16 +7,18 @@ setup:
 
 # setup_env.sh is a no-op in seconds when the stack is already installed; -rs prints the
 # reason of every skipped test (the Slurm tests skip only when Slurm cannot be installed).
-# Two worker processes: a Slurm cluster's tests stay on one, the longest groups start first
-# (tests/conftest.py); TEST_WORKERS=0 runs everything in this process.
+# Two worker processes with one torch thread each (tests/conftest.py groups the work and starts
+# the longest first), then the rehearsal alone: its Slurm jobs have a time limit, and on a
+# shared machine each run reaches fewer iterations before it, so the job restarts more often.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest tests -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(PY) -m pytest tests -q -rs
+PARALLEL := OMP_NUM_THREADS=1 $(PYTEST) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: setup
-	$(PYTEST)
+	$(PARALLEL) -m "not rehearsal"; a=$$?; $(PYTEST) -m rehearsal; b=$$?; exit $$((a || b))
 
-# every test not marked slow (docs/testing.md says which tier to run when)
+# every test not marked slow, in a few minutes (docs/testing.md says which tier to run when)
 test-fast: setup
-	$(PYTEST) -m "not slow"
+	$(PARALLEL) -m "not slow"
 
 # the whole pipeline at CPU scale on generated data; DATA=DIR for a real dataset folder
 demo: setup

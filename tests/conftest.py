@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import sys
@@ -14,28 +15,26 @@ sys.path[:0] = [TESTS, REPO, os.path.join(REPO, 'tools')]
 # A test that takes longer than this (setup, call and teardown) belongs to `make test`'s slow
 # tier: mark it `slow`; the end of every run lists those that are not.
 SLOW_SECONDS = 10
-# Session fixtures that start a Slurm cluster: every module using one runs on one xdist worker,
-# so the whole run starts each cluster once.
-CLUSTERS = ('slurm', 'slurm2')
+# The two-node cluster's modules run on one xdist worker: a two-node job takes both its nodes.
+ONE_WORKER = ('slurm2',)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per module (its module fixtures are built once), or per cluster for the
-    modules that use one; the groups that take longest run first (`make test` passes
-    --no-loadscope-reorder, so workers take groups in this order)."""
+    """One xdist group per module (its module fixtures are built once), one for the two-node
+    cluster's modules; groups with more slow tests first, so that the longest start first
+    (`make test` passes --no-loadscope-reorder: workers take the groups in this order)."""
     modules = defaultdict(list)
     for item in items:
         modules[item.module.__name__].append(item)
     groups = defaultdict(list)
     for name, module_items in modules.items():
         used = set().union(*(item.fixturenames for item in module_items))
-        groups[next((c for c in CLUSTERS if c in used), name)] += module_items
+        groups[next((f for f in ONE_WORKER if f in used), name)] += module_items
 
-    def weight(group):  # clusters, then by slow tests, then by size
-        name, group_items = group
-        slow = sum(item.get_closest_marker('slow') is not None for item in group_items)
-        return name not in CLUSTERS, -slow, -len(group_items)
+    def weight(group):
+        slow = sum(item.get_closest_marker('slow') is not None for item in group[1])
+        return -slow, -len(group[1])
 
     items[:] = []
     for name, group_items in sorted(groups.items(), key=weight):
@@ -98,13 +97,16 @@ def module_tmp(request, tmp_path_factory):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def run_folder(tmp_path_factory):
+    """The folder of this pytest run that every xdist worker sees (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 def build_once(tmp_path_factory, name, build):
     """``build(folder)`` once per run, by whichever xdist worker asks first; the others wait for
     it and get the same folder. Readers must not write into it (copy what a test changes)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get('PYTEST_XDIST_WORKER'):
-        base = base.parent  # the run's folder, above each worker's own
-    folder = base / name
+    folder = run_folder(tmp_path_factory) / name
     with FileLock(f'{folder}.lock'):
         if not (folder / '.built').exists():
             shutil.rmtree(folder, ignore_errors=True)
@@ -112,6 +114,35 @@ def build_once(tmp_path_factory, name, build):
             build(folder)
             (folder / '.built').touch()
     return folder
+
+
+def shared_cluster(tmp_path_factory, name, **kw):
+    """A Slurm cluster for the whole run: the first worker that asks starts it, every worker
+    that asked holds it until its session ends, and the last one stops it."""
+    from slurm_cluster import SlurmCluster, unavailable
+    folder = run_folder(tmp_path_factory) / name
+    users = folder.with_suffix('.json')
+    with FileLock(f'{folder}.lock'):
+        reason = unavailable()  # installs Debian's Slurm once, under the lock
+        if reason:
+            pytest.skip(f'Slurm tests skipped: {reason}')
+        state = json.loads(users.read_text()) if users.exists() else dict(users=0)
+        cluster = SlurmCluster(str(folder), **kw)
+        if state['users']:
+            cluster.procs = state['procs']
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            state['procs'] = cluster.start().procs
+        state['users'] += 1
+        users.write_text(json.dumps(state))
+    yield cluster
+    with FileLock(f'{folder}.lock'):
+        state = json.loads(users.read_text())
+        state['users'] -= 1
+        users.write_text(json.dumps(state))
+        if not state['users']:
+            cluster.stop()
 
 
 @pytest.fixture(scope='session')
@@ -173,27 +204,19 @@ def demo_detector(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def slurm(tmp_path_factory):
-    """A one-node Slurm cluster shared by the Slurm test modules (see slurm_cluster.py)."""
-    from slurm_cluster import SlurmCluster, unavailable
-    reason = unavailable()
-    if reason:
-        pytest.skip(f'Slurm tests skipped: {reason}')
-    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster'))).start()
-    yield cluster
-    cluster.stop()
+    """A one-node Slurm cluster shared by the Slurm test modules (see slurm_cluster.py), with the
+    machine's CPUs once for each xdist worker, so that one worker's job never waits for the
+    other's."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))
+    yield from shared_cluster(tmp_path_factory, 'cluster', cpus=(os.cpu_count() or 1) * workers)
 
 
 @pytest.fixture(scope='session')
 def slurm2(tmp_path_factory):
     """A two-node Slurm cluster (two slurmd on this machine, one CPU each) for the multi-node
-    tests; its own daemons, ports, munge key and state folder, so it runs beside ``slurm``."""
-    from slurm_cluster import SlurmCluster, unavailable
-    reason = unavailable()
-    if reason:
-        pytest.skip(f'Slurm tests skipped: {reason}')
-    cluster = SlurmCluster(str(tmp_path_factory.mktemp('cluster2')), nodes=2, cpus=1).start()
-    yield cluster
-    cluster.stop()
+    tests; its own daemons, ports, munge key and state folder, so it runs beside ``slurm``. Its
+    tests run on one worker (a two-node job takes both nodes)."""
+    yield from shared_cluster(tmp_path_factory, 'cluster2', nodes=2, cpus=1)
 
 
 @pytest.fixture

@@ -54,7 +54,8 @@ def unavailable() -> str | None:
 class SlurmCluster:
     def __init__(self, root: str, cpus: int | None = None, nodes: int = 1,
                  prefix: str = 'tnode'):
-        """``cpus``: per node (default: all of this machine's for one node, 1 for several)."""
+        """``cpus``: per node (default: all of this machine's for one node, 1 for several); more
+        than the machine has lets test processes that share the cluster run side by side."""
         self.root = root
         self.cpus = cpus or ((os.cpu_count() or 1) if nodes == 1 else 1)
         self.node = socket.gethostname()  # also the controller's host name
@@ -96,6 +97,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
 SchedulerParameters=bf_interval=1,sched_interval=1
+SlurmdParameters=config_overrides
 FirstJobId={_first_job_id()}
 MessageTimeout=30
 StateSaveLocation={r}/state

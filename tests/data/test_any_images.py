@@ -169,6 +169,7 @@ def test_truncated_file_skipped_and_counted_every_sample_trainable(config, folde
     assert ds.unreadable.num_files == 1 and ds.unreadable.num_skipped >= 2
 
 
+@pytest.mark.slow
 def test_moco_demo_trains_on_the_folder(folder, tmp_path):
     root, images = folder
     work = tmp_path / 'work'

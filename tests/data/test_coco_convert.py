@@ -196,6 +196,7 @@ def test_sqsh_source_is_copied_and_gives_the_same_json(src, converted, tmp_path)
         convert(image, out, link='symlink', cache_dir=cache)
 
 
+@pytest.mark.slow
 def test_cli_prints_a_line_per_split_and_bad_input_is_one_error_line(src, tmp_path):
     out = str(tmp_path / 'out')
     ok = run_tool(TOOL, src, out)

@@ -78,6 +78,7 @@ def train(data_args, work_dir, epochs=1, *extra):
                     f'train_cfg.max_epochs={epochs}', check=True)
 
 
+@pytest.mark.slow
 def test_course_layout_and_its_coco_conversion_train_and_score_the_same(course_and_coco, tmp_path):
     course, coco = course_and_coco
     ckpts, summaries, predictions = [], [], []
@@ -113,6 +114,7 @@ def test_course_layout_and_its_coco_conversion_train_and_score_the_same(course_a
         assert tuple(p['classes']) == tuple(q['classes']) == LABELED_CLASSES
 
 
+@pytest.mark.slow
 def test_own_classes_train_evaluate_name_and_resume(three_classes, course_and_coco, tmp_path,
                                                     capsys):
     work = str(tmp_path / 'three')

@@ -72,6 +72,7 @@ def _train(work, data_root):
         return torch.load(f.read().strip(), map_location='cpu', weights_only=False)
 
 
+@pytest.mark.slow
 def test_training_from_the_image_equals_training_from_the_folder(data, tmp_path):
     # same files, same order, same seeds, two loader workers: the same weights bit for bit
     from_image = _train(tmp_path / 'image', data['image'])
@@ -129,6 +130,7 @@ def test_labeled_layout_inside_an_image_indexes_as_the_folder(data, cache_dir):
     assert not first.from_cache and again.from_cache
 
 
+@pytest.mark.slow
 def test_test_py_evaluates_a_folder_inside_the_image_as_the_folder(data, tmp_path):
     """tools/test.py --data-root IMAGE.sqsh/labeled (a folder inside the image): the same 12
     summary lines as on the unpacked folder. A fixed untrained detector with every box kept is
@@ -157,6 +159,7 @@ def _report_lines(out, root):
     return [line.replace(root, 'ROOT') for line in out.splitlines()]
 
 
+@pytest.mark.slow
 def test_check_dataset_reads_images(data):
     r = run_tool('check_dataset.py', data['image'], '--decode')
     assert r.returncode == 0, r.stdout + r.stderr
@@ -311,6 +314,7 @@ def _fake_sbatch(tmp):
     return bin_dir, log
 
 
+@pytest.mark.slow
 def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tmp_path):
     bin_dir, log = _fake_sbatch(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ('MOCO', 'LABELED', 'UNLABELED')}

@@ -141,6 +141,7 @@ def _load_all(image, paths, context):
     return list(loader)
 
 
+@pytest.mark.slow
 @needs_mksquashfs
 @pytest.mark.parametrize('context', ['fork', 'spawn'])
 def test_loader_workers_share_an_image_opened_before(build, want, cache, context):

@@ -11,6 +11,7 @@ import pytest
 from helpers import run_tool
 
 
+@pytest.mark.slow
 def test_demo_runs_from_a_squashfs_image_and_coco_labels(tmp_path):
     from make_synthetic_data import make_dataset, pack_unlabeled
     from squashfs_tools import mksquashfs_unavailable

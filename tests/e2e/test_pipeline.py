@@ -97,6 +97,7 @@ def tiny_labeled(tmp_path):
     return write_tiny_labeled(str(tmp_path / 'labeled'))
 
 
+@pytest.mark.slow
 def test_staged_configs_chain_with_the_seed_lrs(tiny_labeled, tmp_path, monkeypatch, moco_checkpoint):
     from mmengine.runner import Runner
     monkeypatch.chdir(tmp_path)  # the stage configs find the previous stage under ./work_dirs
@@ -122,6 +123,7 @@ def test_staged_configs_chain_with_the_seed_lrs(tiny_labeled, tmp_path, monkeypa
     assert s1['meta']['epoch'] == 23
 
 
+@pytest.mark.slow
 def test_detector_training_lowers_the_loss(tiny_labeled, tmp_path):
     from mmengine.runner import Runner
     RecordLR.losses.clear()
@@ -133,6 +135,7 @@ def test_detector_training_lowers_the_loss(tiny_labeled, tmp_path):
     assert sum(last) < 0.7 * sum(first), RecordLR.losses
 
 
+@pytest.mark.slow
 def test_moco_training_lowers_the_loss(synthetic_root):
     """SGD steps on one fixed batch of view pairs lower MoCo's contrastive loss. The queue is
     held fixed: in a real run the loss first rises while the queue fills with real keys, so a

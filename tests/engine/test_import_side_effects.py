@@ -2,6 +2,9 @@
 read-only 'sqsh' under its own 'sqsh://' prefix), and changes nothing else: no other file backend, no other library's logger, no stream, warning filter,
 signal handler or environment variable (the tools quiet the console themselves)."""
 import json
+
+import pytest
+
 from helpers import PY, run_tool
 
 
@@ -60,6 +63,7 @@ print('SNAPSHOTS ' + json.dumps(dict(before=before, after=after)))
 '''
 
 
+@pytest.mark.slow
 def test_importing_custom_modules_changes_nothing_but_the_registries():
     r = run_tool(PY, '-c', PROBE, timeout=300, check=True)
     line = next(x for x in r.stdout.splitlines() if x.startswith('SNAPSHOTS '))

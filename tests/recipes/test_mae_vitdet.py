@@ -295,6 +295,7 @@ def tool_options(loader, index_cache=None, resize_at=None):
     return options
 
 
+@pytest.mark.slow
 def test_demo_pair_trains_resumes_and_evaluates(synthetic_root, tmp_path, capfd):
     """MAE demo: 1 epoch, then --resume to 2; detection demo from its checkpoint: 1 epoch, then
     --resume to 2; tools/test.py prints the 12-line summary of the result."""

@@ -205,6 +205,7 @@ def match(tv_dets, mm_dets):
     return matched, compared, max_dscore, min_iou
 
 
+@pytest.mark.slow
 def test_converted_seed_detector_matches_torchvision(fitted_seed_checkpoint, val_root, tmp_path):
     """End to end at 800/1333: torchvision's FasterRCNN on the images vs tools/test.py with the
     converted checkpoint and the tv-e2e config, both 2 images per batch."""
@@ -362,7 +363,8 @@ def moco_run(moco_checkpoint):
     state = torch.load(path, map_location='cpu')['state_dict']
     backbone.load_state_dict({k[len('backbone.'):]: v for k, v in state.items()
                               if k.startswith('backbone.')})
-    return path, backbone.eval()
+    backbone.eval()  # mmpretrain's ResNet.train() returns None, not the module
+    return path, backbone
 
 
 def test_moco_export_loads_into_torchvision_resnet50(moco_run, tmp_path, capsys):

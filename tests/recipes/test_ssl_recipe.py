@@ -173,6 +173,7 @@ def two_processes(tiny, module_tmp):
     return dict(x=x, got=[torch.load(str(tmp / f'out.{r}')) for r in (0, 1)])
 
 
+@pytest.mark.slow
 def test_syncbn_on_two_cpu_processes_equals_bn_on_the_whole_batch(two_processes):
     """Two gloo processes with 3 images each give the outputs, gradients and running statistics
     of one BatchNorm over all 6 (DDP averages the parameter gradients, which this sums)."""
@@ -252,6 +253,7 @@ def assert_bn_stats(state, expected):
                                        msg=lambda m: f'{name}.{key}: {m}')
 
 
+@pytest.mark.slow
 def test_precise_bn_sets_the_mean_of_the_batch_statistics(tiny, tmp_path):
     """After the hook every BatchNorm's running mean and variance are the mean, over the first
     num_iters training batches, of its batch mean and unbiased batch variance: for every layer
@@ -306,6 +308,7 @@ def _two_process_precise_bn(rank, labeled, tmp):
     return dict(used=used, records=records, state=state)
 
 
+@pytest.mark.slow
 def test_precise_bn_on_two_processes_is_the_statistics_of_both(two_processes):
     """Two gloo processes, each with its own 2 of the 4 training images, one per batch, run the
     precise-BN update over 2 batches with the SSL recipe's synchronized BN: both end with the
@@ -350,6 +353,7 @@ def densecl_ckpt(tiny):
     return open(os.path.join(work, 'last_checkpoint')).read().strip()
 
 
+@pytest.mark.slow
 def test_densecl_recipe_is_the_moco_recipe_with_a_dense_head(densecl_ckpt):
     cfg, moco = Config.fromfile(DENSECL), Config.fromfile(MOCO)
     assert cfg.model.type == 'DenseCL' and cfg.model.loss_lambda == 0.5
@@ -363,6 +367,7 @@ def test_densecl_recipe_is_the_moco_recipe_with_a_dense_head(densecl_ckpt):
     assert checkpoint_kind(state) == 'mmpretrain-densecl'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', [SSL_DEMO, SEED_DEMO], ids=['ssl', 'seed'])
 def test_demo_recipe_trains_from_densecl_and_evaluates(tiny, densecl_ckpt, config):
     """Both fine-tuning recipes take a DenseCL checkpoint, train and print the 12 lines; the SSL
@@ -389,6 +394,7 @@ def test_demo_recipe_trains_from_densecl_and_evaluates(tiny, densecl_ckpt, confi
     assert len(re.findall(r'^ Average (?:Precision|Recall) ', out, flags=re.M)) == 12, out[-2000:]
 
 
+@pytest.mark.slow
 def test_densecl_converts_to_torchvision(tiny, densecl_ckpt):
     dst = os.path.join(tiny['root'], 'densecl_tv.pth')
     out = tool(tiny, 'model_converters/mocov2_to_torchvision.py', densecl_ckpt, dst)

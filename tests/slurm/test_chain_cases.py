@@ -101,6 +101,7 @@ def our_jobs(slurm, folder):
 
 # --- case 6: a rehearsal's work folder is refused when the real pipeline is submitted ---------
 
+@pytest.mark.slow
 def test_rehearsal_pretraining_folder_is_refused_at_submit_time(rig):
     slurm, folder = rig['slurm'], rig['root'] / 'rehearsed'
     r = submit(rig, folder, **rig['pipeline'], UNLABELED=rig['unlabeled'], MOCO_EPOCHS='1 2')
@@ -172,6 +173,7 @@ def requeued(rig, chain):
     return dict(waiting=waiting, log=log)
 
 
+@pytest.mark.slow
 def test_afterok_dependants_wait_through_a_self_requeue(chain, requeued):
     for job, (state, reason) in requeued['waiting'].items():
         assert (state, reason) == ('PENDING', 'Dependency'), (chain['names'][job], state, reason)
@@ -200,6 +202,7 @@ def exhausted(rig, chain, requeued):
                             for job in deps})
 
 
+@pytest.mark.slow
 def test_max_restarts_exhausted_fails_the_stage_and_says_what_to_run(chain, exhausted):
     log = exhausted['log']
     assert exhausted['state'] == 'FAILED' and exhausted['exit'] == '75:0', log[-3000:]
@@ -233,6 +236,7 @@ def continued(rig, chain, exhausted):
                 states=states)
 
 
+@pytest.mark.slow
 def test_a_failed_stage_continues_with_the_one_command_it_printed(chain, continued):
     folder = chain['folder']
     # s1 had finished: not submitted again; s2 continues from its saved iteration
@@ -248,6 +252,7 @@ def test_a_failed_stage_continues_with_the_one_command_it_printed(chain, continu
     assert log_of(folder, 'det-test', continued['names']['det-test']).count(' Average ') == 12
 
 
+@pytest.mark.slow
 def test_rehearsal_fine_tuning_folders_are_refused_at_submit_time(rig, chain, continued):
     """The chain above was a rehearsal (DET_EPOCHS); the real schedule in the same folder."""
     pipeline = {k: v for k, v in chain['pipeline'].items() if k != 'DET_EPOCHS'}

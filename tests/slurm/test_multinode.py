@@ -48,7 +48,7 @@ def test_mismatched_request_fails_at_once(two_node_env, slurm2, tmp_path, case):
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     calls = tmp_path / 'srun.log'
-    (bin_dir / 'srun').write_text(f'#!/usr/bin/two_node_env bash\necho "$*" >> {calls}\n'
+    (bin_dir / 'srun').write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n'
                                   f'exec {shutil.which("srun")} "$@"\n')
     (bin_dir / 'srun').chmod(0o755)
     extra = dict(GPUS='2', GPUS_PER_NODE='1', CPUS_PER_TASK='1', GRES='')
@@ -102,6 +102,7 @@ def det_run(two_node_env, slurm2, moco_run):
     return work, audit, moco_ckpt
 
 
+@pytest.mark.slow
 def test_moco_across_two_nodes(moco_run):
     work, audit = moco_run
     p = assert_across_nodes(work, audit)
@@ -111,12 +112,14 @@ def test_moco_across_two_nodes(moco_run):
     assert 'current batch size is 8' in open(log).read()
 
 
+@pytest.mark.slow
 def test_detection_across_two_nodes(det_run):
     work, audit, _ = det_run
     p = assert_across_nodes(work, audit)
     assert p[0]['iter'] == DET_EPOCHS  # 2 images / (2 ranks x batch 1) per epoch
 
 
+@pytest.mark.slow
 def test_requeued_two_node_job_resumes_and_matches_uninterrupted_run(two_node_env, slurm2, det_run):
     reference = probes(det_run[0])[0]
     work = os.path.join(two_node_env['work_dirs'], 'requeue')
@@ -144,6 +147,7 @@ def test_requeued_two_node_job_resumes_and_matches_uninterrupted_run(two_node_en
 SUMMARY = re.compile(r'^ Average (?:Precision|Recall) .*= +(-?\d+\.\d+)$', re.M)
 
 
+@pytest.mark.slow
 def test_test_py_across_two_nodes_matches_one_process(two_node_env, slurm2, det_run):
     ckpt = os.path.join(det_run[0], f'epoch_{DET_EPOCHS}.pth')
     # every box scored: an untrained detector's scores fall under the default threshold

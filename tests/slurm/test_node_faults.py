@@ -100,6 +100,7 @@ def _iters(work, rank):
 
 # ------------------------------------------------------------------------------------ case 8
 
+@pytest.mark.slow
 def test_unreadable_png_on_rank_1_is_logged_by_name(two_node_env):
     """Case 8: rank 1's unreadable files reached no log at the time (mmengine gives ranks other
     than 0 no log file and an ERROR-level console), and rank 0's summary named only 3 of them."""
@@ -263,6 +264,7 @@ def _started(work, n):
     return started
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.multinode
 def test_time_limit_signal_to_a_two_node_job(two_node_env, slurm2, tiny, tiny_reference):
@@ -288,6 +290,7 @@ def test_time_limit_signal_to_a_two_node_job(two_node_env, slurm2, tiny, tiny_re
     assert not glob.glob(os.path.join(work, 'iter_*.pth'))  # superseded by epoch_1.pth
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.multinode
 def test_kill_9_of_one_rank_loses_at_most_the_interval(two_node_env, slurm2, tiny,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import REPO, run_tool
 
-pytestmark = [pytest.mark.slurm, pytest.mark.rehearsal]
+pytestmark = [pytest.mark.slurm, pytest.mark.rehearsal, pytest.mark.slow]
 
 
 MOCO = 'mocov2_resnet50_4xb32-coslr-200e_unlabeled224'

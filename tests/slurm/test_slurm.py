@@ -64,6 +64,7 @@ def reference_run(env):
     return probes(work)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('recipe', ['ddp', 'ssl'])
 def test_dist_train_sh_two_cpu_processes(env, recipe):
     work = os.path.join(env['root'], 'work_dirs', f'dist_{recipe}')
@@ -86,6 +87,7 @@ def unlabeled_image(env, synthetic_root):
     return str(pack_unlabeled(data)), None
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.parametrize('which', ['det', 'moco'])
 def test_slurm_train_sh_two_ranks(env, slurm, which, request):
@@ -113,6 +115,7 @@ def test_slurm_train_sh_two_ranks(env, slurm, which, request):
         assert len(index) == 1 and index[0].endswith('.npy'), index
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run):
     work = os.path.join(env['root'], 'work_dirs', 'requeue')
@@ -140,6 +143,7 @@ def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run
     assert p['weights'] == reference_run['weights']
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
     work = os.path.join(env['root'], 'work_dirs', 'kill9')
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
@@ -162,6 +166,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
     assert probes(work)[0] == p
 
 
+@pytest.mark.slow
 def test_sigusr1_stops_inside_an_epoch_and_resume_matches_uninterrupted_run(env, reference_run):
     """The time-limit path without Slurm: SIGUSR1 -> iter_N.pth after the current iteration,
     exit status 75; --resume continues inside that epoch (skipping the batches trained, RNG

@@ -156,6 +156,7 @@ def test_classwise_shows_classes_with_gt_and_saves_all(tmp_path, capsys, fresh_l
     assert 'classwise_ap.csv' in open(logger.log_file).read()
 
 
+@pytest.mark.slow
 def test_tools_test_py_terminal_output_is_short(synthetic_root, demo_detector, tmp_path):
     """A new user's evaluation of the demo detector: the 12-line summary and what was evaluated,
     not the environment, config and hook dumps (they stay in the log file)."""

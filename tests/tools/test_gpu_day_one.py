@@ -38,6 +38,7 @@ def day_one(module_tmp):
                 table=(out / 'gpu_day_one.md').read_text())
 
 
+@pytest.mark.slow
 def test_every_recipe_trains_and_is_measured(day_one):
     result = day_one['result']
     assert result['mode'] == 'tiny' and 'plan (tiny, CPU)' in day_one['stdout']
@@ -60,6 +61,7 @@ def cells(line):
     return [c.strip() for c in line.strip().strip('|').split('|')]
 
 
+@pytest.mark.slow
 def test_table_has_every_row_and_column(day_one):
     lines = day_one['table'].splitlines()
     columns = list(day_one['result']['columns'])
@@ -79,6 +81,7 @@ def test_table_has_every_row_and_column(day_one):
     assert all(v.startswith('PASS') for v in checks.values()), checks
 
 
+@pytest.mark.slow
 def test_sigusr1_mid_epoch_then_resume_matches_the_uninterrupted_run(day_one):
     check = day_one['result']['checks']['resume']
     assert check['ok'] and check['verdict'] == 'PASS', check
@@ -91,6 +94,7 @@ def test_sigusr1_mid_epoch_then_resume_matches_the_uninterrupted_run(day_one):
     assert check['compared_records'] == TINY_ITERS['s1'] - check['saved_iteration']
 
 
+@pytest.mark.slow
 def test_test_py_prints_the_12_line_summary_and_infer_draws(day_one):
     test = day_one['result']['checks']['test']
     assert test['ok'] and test['exit'] == 0

@@ -361,6 +361,7 @@ def test_pretraining_and_recipe_of_different_backbones_are_refused(rig, data, pr
     assert_refused(rig, r, why)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('var', ['PRETRAIN', 'RECIPE'])
 def test_unknown_pretraining_or_recipe(rig, data, var):
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],

@@ -150,6 +150,7 @@ def test_infer_json_equals_test_predictions(tested, labeled, det_ckpt, tmp_path)
     assert (grid[:, :W] == rgb(os.path.join(out, '3.png'))).all()
 
 
+@pytest.mark.slow
 def test_infer_reads_inside_a_squashfs_image(labeled, det_ckpt, tmp_path, capsys, monkeypatch):
     """The labeled set packed by Debian's mksquashfs: infer.py on a folder, a file and a glob
     inside the image writes what it writes for the unpacked files, and a path not in the image

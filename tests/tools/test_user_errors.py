@@ -71,6 +71,7 @@ def test_train_py_detector_checkpoint_as_pretrained(synthetic_root, files, tmp_p
     assert_one_line_error(r, '--backbone-from-detector')
 
 
+@pytest.mark.slow
 def test_a_bad_label_file_stops_train_py_with_one_line(synthetic_root, tmp_path):
     """A label file that cannot be read without guessing (here invalid YAML) is the user's data
     to fix: train.py names it in one error line, as tools/check_dataset.py does."""
