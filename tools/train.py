@@ -139,6 +139,16 @@ def finished(cfg, meta) -> bool:
 
 
 def main(argv=None):
+    try:
+        _train(argv)
+    finally:
+        # The run is over (finished, refused or failed): a time-limit signal from now on is
+        # ignored, also once CPython has put Python handlers back to their default action
+        # (terminate) while shutting down; a finished job would fail with it.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def _train(argv):
     from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
     from custom_modules.warmup import set_ends_from_images
     args = parse_args(argv)

@@ -20,11 +20,12 @@ from custom_modules import resumable
 from custom_modules.atomic_io import AtomicLocalBackend
 from custom_modules.resume_policy import ChangedInputsError, resolve_resume, run_inputs
 from custom_modules.user_errors import UserError
-from helpers import REPO
+from helpers import REPO, run_tool
 
 
 S1 = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-s1-23e_labeled.py')
 MOCO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py')
+MOCO_DEMO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
 
 
 def cfg_for(tmp_path, data='a', path=S1):
@@ -332,3 +333,34 @@ class _Runner:
 
     def error(self, msg):
         self.errors.append(msg)
+
+
+# Loaded first by every Python process started with it on PYTHONPATH, so its exit handler runs
+# last: from then on the time-limit signal, without pause, until the process is gone (the
+# loop keeps no pipe of the process open, so the test sees it end).
+SIGNAL_DURING_TEARDOWN = '''
+import atexit, os, subprocess
+atexit.register(lambda: subprocess.Popen(
+    ['bash', '-c', 'while kill -USR1 %d 2>/dev/null; do :; done' % os.getpid()],
+    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+'''
+
+
+@pytest.mark.slow
+def test_the_time_limit_signal_in_a_finished_runs_teardown_does_not_fail_it(tmp_path,
+                                                                             synthetic_root):
+    """A finished run ends with exit status 0 whenever SIGUSR1 lands: CPython puts a signal with
+    a Python handler back to its default action (terminate) early in its shutdown, so one that
+    came then killed the finished run (exit 138 under srun) and failed its job and the jobs
+    waiting for it."""
+    lib = tmp_path / 'lib'
+    lib.mkdir()
+    (lib / 'sitecustomize.py').write_text(SIGNAL_DURING_TEARDOWN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib), REPO]))
+    work = tmp_path / 'work'
+    r = run_tool('train.py', MOCO_DEMO, '--data-root', os.path.join(synthetic_root, 'unlabeled'),
+                 '--work-dir', work, '--cfg-options', 'train_cfg.max_epochs=1',
+                 'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
+                 'train_dataloader.persistent_workers=False', env=env)
+    assert r.returncode == 0, f'exit status {r.returncode}\n{r.stderr[-3000:]}'
+    assert (work / 'epoch_1.pth').exists()
