@@ -7,15 +7,4 @@ source "$(dirname "$0")/launcher_common.sh"
 check_args 2 "tools/dist_train.sh CONFIG GPUS [train.py args]" "$@"
 CONFIG=$1
 GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PORT=${PORT:-$((29500 + $(echo "$PWD $CONFIG" | cksum | cut -d' ' -f1) % 1000))}
-PYTHON=${PYTHON:-python}
-HERE="$(cd "$(dirname "$0")" && pwd)"
-
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+torchrun_exec "$GPUS" train.py "$CONFIG" --launcher pytorch "${@:3}"

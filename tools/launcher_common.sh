@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the launchers: their argument check and the Slurm task layout they share.
+# Sourced by the launchers: their argument check, Slurm task layout and torchrun / srun commands.
 # check_args MIN USAGE "$@": -h/--help prints the calling script's header comment; fewer than MIN
 # arguments print one usage line on stderr and exit 2 (instead of bash's "unbound variable").
 check_args() {
@@ -48,4 +48,46 @@ slurm_layout() {
             "$PARTITION has at most $cpus CPUs per node: $TASKS_PER_NODE tasks per node x" \
             "CPUS_PER_TASK=$CPUS_PER_TASK need $((TASKS_PER_NODE * CPUS_PER_TASK))"
     fi
+}
+
+# torchrun_exec GPUS TOOL CONFIG [TOOL ARGS]: replaces the shell with torchrun running
+# tools/TOOL CONFIG [TOOL ARGS], GPUS processes on this machine; the repository on PYTHONPATH.
+# Env: NNODES, NODE_RANK, MASTER_ADDR, PORT, PYTHON.
+torchrun_exec() {
+    local gpus=$1 tool=$2 config=$3 here
+    shift 2
+    NNODES=${NNODES:-1}
+    NODE_RANK=${NODE_RANK:-0}
+    MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+    # from the work folder and config: two runs on one machine get different ports
+    PORT=${PORT:-$((29500 + $(echo "$PWD $config" | cksum | cut -d' ' -f1) % 1000))}
+    PYTHON=${PYTHON:-python}
+    here="$(cd "$(dirname "$0")" && pwd)"
+
+    PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" \
+    exec "$PYTHON" -m torch.distributed.run \
+        --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+        --nproc_per_node="$gpus" --master_port="$PORT" \
+        "$here/$tool" "$@"
+}
+
+# srun_tool PARTITION JOB_NAME TOOL [TOOL ARGS]: one srun task per GPU (slurm_layout) running
+# tools/TOOL [TOOL ARGS]; the repository on PYTHONPATH. Env: as slurm_layout, SRUN_ARGS, PYTHON.
+srun_tool() {
+    local partition=$1 job_name=$2 tool=$3 here
+    shift 3
+    slurm_layout "$partition"
+    SRUN_ARGS=${SRUN_ARGS:-}
+    PYTHON=${PYTHON:-python}
+    here="$(cd "$(dirname "$0")" && pwd)"
+
+    # Every task derives the same MASTER_PORT from the job id, and tools/toolkit/launch.py the same
+    # MASTER_ADDR (the step's first node, where rank 0 runs): no exchange between nodes needed.
+    # shellcheck disable=SC2086,SC2016  # SRUN_ARGS: a list of options; $((...)): in each task
+    PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" \
+    srun -p "$partition" --job-name="$job_name" ${GRES:+--gres="$GRES"} \
+        --ntasks="$GPUS" --ntasks-per-node="$TASKS_PER_NODE" --nodes="$NODES" \
+        --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
+        bash -c 'export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); exec "$0" "$@"' \
+        "$PYTHON" -u "$here/$tool" "$@"
 }

@@ -18,17 +18,4 @@ if [[ $# -gt 0 && $1 != -* ]]; then
     WORK_DIR_ARGS=(--work-dir "$1")
     shift
 fi
-slurm_layout "$PARTITION"
-SRUN_ARGS=${SRUN_ARGS:-}
-PYTHON=${PYTHON:-python}
-HERE="$(cd "$(dirname "$0")" && pwd)"
-
-# Every task derives the same MASTER_PORT from the job id, and custom_modules/launch.py the same
-# MASTER_ADDR (the step's first node, where rank 0 runs): no exchange between nodes needed.
-# shellcheck disable=SC2086  # SRUN_ARGS is a list of options
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" --job-name="$JOB_NAME" ${GRES:+--gres="$GRES"} \
-    --ntasks="$GPUS" --ntasks-per-node="$TASKS_PER_NODE" --nodes="$NODES" \
-    --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
-    bash -c 'export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); exec "$0" "$@"' \
-    "$PYTHON" -u "$HERE/train.py" "$CONFIG" "${WORK_DIR_ARGS[@]}" --launcher slurm "$@"
+srun_tool "$PARTITION" "$JOB_NAME" train.py "$CONFIG" "${WORK_DIR_ARGS[@]}" --launcher slurm "$@"
