@@ -225,8 +225,8 @@ def signals_restored(monkeypatch):
     (in-process runners install the time-limit ones) put back afterwards."""
     import signal
 
-    from custom_modules import resumable
-    monkeypatch.setattr(resumable, '_stop_requested', 0)
+    from custom_modules.engine.hooks import time_limit_hook
+    monkeypatch.setattr(time_limit_hook, '_stop_requested', 0)
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     yield
     for s, handler in saved.items():

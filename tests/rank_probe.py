@@ -38,7 +38,7 @@ class RankProbeHook(Hook):
                    lrs=self.lrs, weights=h.hexdigest(), epoch=runner.epoch, iter=runner.iter,
                    master_port=os.environ.get('MASTER_PORT'),
                    # squashfs indexes this process built (the others mapped the cached one)
-                   index_builds=getattr(sys.modules.get('custom_modules.squashfs'),
+                   index_builds=getattr(sys.modules.get('custom_modules.fileio.squashfs'),
                                         'build_count', 0))
         with open(os.path.join(runner.work_dir, f'rank{get_rank()}.json'), 'w') as f:
             json.dump(out, f)

@@ -5,7 +5,7 @@ One node by default (named after this host). ``nodes=N`` emulates N nodes on thi
 slurmd daemons (``slurmd -N NAME``), each with its own port and its own spool/pid/log files
 (``%n`` in the paths), all at ``NodeAddr=127.0.0.1``. Their names (``PREFIX1..PREFIXN``) do not
 resolve on purpose: the launcher finds a node's address the way a real cluster's NodeAddr says
-(custom_modules/launch.py), without /etc/hosts edits.
+(tools/toolkit/launch.py), without /etc/hosts edits.
 
 Debian's packages are installed when missing (`apt-get`, as root). :func:`unavailable` says
 why a cluster cannot be had here, so tests skip with that reason instead of silently.

@@ -120,7 +120,7 @@ class HashDataset:
         return len(self.paths)
 
     def __getitem__(self, i):
-        from custom_modules import squashfs
+        from custom_modules.fileio import squashfs
         p = self.paths[i]
         return (p, hashlib.sha256(self.image.read(p)).hexdigest(), os.getpid(),
                 self.image.from_cache, squashfs.build_count)

@@ -8,20 +8,16 @@ image folder) after the train pipeline (resize, flip), its
 ground-truth boxes drawn with the class names (mmdet's DetLocalVisualizer). A MoCo config: each
 unlabeled image beside the two augmented views the model compares (original | view 1 | view 2).
 Every sample gets the augmentation the first training epoch gives it (the per-sample seeds of
-custom_modules/resumable.py), so the pictures are reproducible. DIR (default
+custom_modules/datasets/samplers.py), so the pictures are reproducible. DIR (default
 work_dirs/browse/<config name>) gets <image name>.png for the first N images.
 """
 import argparse
 import os
 import os.path as osp
-import runpy
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
-# mmdet and mmpretrain print a notice about an optional package when first imported: drop it
-# (custom_modules/console.py, run by path: importing custom_modules would import mmdet first)
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -66,10 +62,11 @@ def draw_views(item, out_file: str) -> None:
 def main(argv=None):
     from mmengine.registry import DATASETS, init_default_scope
 
-    from custom_modules.config_edits import set_coco_files, set_data_root, setup_coco
-    from custom_modules.console import quiet_warnings, set_verbose
-    from custom_modules.resumable import SampleIndex, sample_seed
-    from custom_modules.user_errors import UserError, check_data_folders
+    from toolkit.config_edits import set_coco_files, set_data_root, setup_coco
+    from toolkit.console import quiet_warnings, set_verbose
+    from custom_modules.datasets.samplers import SampleIndex, sample_seed
+    from custom_modules.errors import UserError
+    from toolkit.checks import check_data_folders
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -116,5 +113,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from custom_modules.user_errors import run_tool
-    run_tool(main)
+    bootstrap.run(main)

@@ -20,16 +20,13 @@ each folder (pairs, yml, image header), for a check before submitting jobs
 import argparse
 import os
 import os.path as osp
-import runpy
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine import fileio  # noqa: E402
 
@@ -37,10 +34,9 @@ from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import (  # noqa: E402
     BAD_IMAGE, SIZE_MISMATCH, UNPAIRED, IndexReport, LabeledDataError, _open, _sanitize,
     _scandir, parse_label_file, scan_split)
-from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root  # noqa: E402
-from custom_modules.user_errors import UserError  # noqa: E402
+from custom_modules.fileio.sqsh_backend import is_sqsh_uri  # noqa: E402
+from custom_modules.errors import UserError  # noqa: E402
 
-SPLITS = ('training', 'validation')
 # what the pretraining configs read (their image_extensions; tests/data/test_any_images.py pins both)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 QUICK_SAMPLE = 32  # files per folder that --quick reads
@@ -384,21 +380,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if bool(args.root) == bool(args.coco):
         parser.error('give a dataset folder or --coco ANN_FILE IMAGES')
-    from custom_modules.datasets.coco_det import coco_ann_file, coco_splits, is_coco_root
-    if args.coco or is_coco_root(args.root):
+    from toolkit.data_source import describe
+    try:
+        source = None if args.coco else describe(args.root, flag='dataset')
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if args.coco or source.kind == 'coco':
         pairs = [args.coco] if args.coco else [
-            (coco_ann_file(args.root, s), osp.join(args.root, s))
-            for s in args.split or coco_splits(args.root)]
+            (source.ann_file(s), source.split_folder(s)) for s in args.split or source.splits]
         n_errors = sum(check_coco(ann, img_dir, args.decode, args.workers, args.quick)
                        for ann, img_dir in pairs)
         print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
         return 1 if n_errors else 0
-    try:
-        root = resolve_data_root(args.root, flag='dataset')
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    splits = args.split or [s for s in SPLITS if fileio.isdir(fileio.join_path(root, s))]
+    root = source.root
+    splits = args.split or list(source.splits)
     if args.quick:
         n_errors = (sum(quick_check_labeled_split(root, s, args.decode) for s in splits)
                     if splits else quick_check_unlabeled(root, args.decode))

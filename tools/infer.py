@@ -33,14 +33,10 @@ import math
 import os
 import os.path as osp
 import re
-import runpy
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
-# mmdet and mmpretrain print a notice about an optional package when first imported: drop it
-# (custom_modules/console.py, run by path: importing custom_modules would import mmdet first)
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -77,9 +73,9 @@ def _in_squashfs_image(item: str):
     """The ``sqsh://`` paths of the images that ``item`` names through a squashfs image (the
     image itself or a folder in it: that folder's images; a file in it; a glob), in name order;
     None when ``item`` is a path of this filesystem (an image file too is a regular file)."""
-    from custom_modules.sqsh_backend import SCHEME
-    from custom_modules.squashfs import open_image, split_image_path
-    from custom_modules.user_errors import UserError
+    from custom_modules.fileio.sqsh_backend import SCHEME
+    from custom_modules.fileio.squashfs import open_image, split_image_path
+    from custom_modules.errors import UserError
     if osp.exists(item) and not (osp.isfile(item) and item.endswith('.sqsh')):
         return None
     found = split_image_path(item)  # a glob's magic after the image stays in the inner path
@@ -108,8 +104,8 @@ def find_images(inputs, num=None) -> list:
     from mmengine import fileio
     from PIL import Image
 
-    from custom_modules.sqsh_backend import is_sqsh_uri
-    from custom_modules.user_errors import UserError
+    from custom_modules.fileio.sqsh_backend import is_sqsh_uri
+    from custom_modules.errors import UserError
     found = []
     for item in inputs:
         in_image = _in_squashfs_image(item)
@@ -150,12 +146,12 @@ def load_detector(cfg: Config, checkpoint: str, device: str, data_given: bool = 
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
-    from custom_modules.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
-                                            checkpoint_classes, load_state_dict_file)
-    from custom_modules.config_edits import (data_name, dataset_classes, drop_backbone_init,
-                                             set_num_classes)
+    from toolkit.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
+                                     checkpoint_classes, load_state_dict_file)
+    from toolkit.config_edits import (data_name, dataset_classes, drop_backbone_init,
+                                      set_num_classes)
     from custom_modules.datasets.classes import palette
-    from custom_modules.user_errors import UserError
+    from custom_modules.errors import UserError
     check_detector_checkpoint(checkpoint)
     classes = checkpoint_classes(checkpoint)
     if data_given or classes is None:
@@ -202,9 +198,9 @@ def main(argv=None):
     from mmdet.visualization import DetLocalVisualizer
     from mmengine import fileio
 
-    from custom_modules.console import quiet_warnings, set_verbose
-    from custom_modules.sqsh_backend import SCHEME, is_sqsh_uri
-    from custom_modules.user_errors import UserError
+    from toolkit.console import quiet_warnings, set_verbose
+    from custom_modules.fileio.sqsh_backend import SCHEME, is_sqsh_uri
+    from custom_modules.errors import UserError
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -215,7 +211,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    from custom_modules.config_edits import set_coco_files, set_data_root, setup_coco
+    from toolkit.config_edits import set_coco_files, set_data_root, setup_coco
     if args.data_root:
         set_data_root(cfg, args.data_root, names=('test_dataloader', ))
     if args.coco:
@@ -264,5 +260,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from custom_modules.user_errors import run_tool
-    run_tool(main)
+    bootstrap.run(main)

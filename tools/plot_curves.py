@@ -26,14 +26,10 @@ import glob
 import json
 import os
 import os.path as osp
-import runpy
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-# mmdet and mmpretrain print a notice about an optional package when first imported: drop it
-# (custom_modules/console.py, run by path: importing custom_modules would import mmdet first)
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 
 def parse_args(argv=None):
@@ -70,7 +66,7 @@ def read_scalars(work_dir: str) -> tuple[dict, dict]:
     """(training, validation): name -> {step: value}; training steps are iterations, validation
     steps epochs. The runs of a resumed folder are read oldest first, so a later run's value at
     the same step wins."""
-    from custom_modules.user_errors import UserError
+    from custom_modules.errors import UserError
     files = (sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
              or glob.glob(osp.join(work_dir, 'vis_data', 'scalars.json')))  # one run's folder
     if not files:
@@ -107,7 +103,7 @@ def plot_curves(args) -> str:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from custom_modules.user_errors import UserError
+    from custom_modules.errors import UserError
     runs = [read_scalars(d) for d in args.work_dirs]
     labels = args.labels or [osp.basename(osp.normpath(d)) for d in args.work_dirs]
     panels = []
@@ -149,7 +145,7 @@ def plot_curves(args) -> str:
 def load_predictions(path: str) -> list:
     import pickle
 
-    from custom_modules.user_errors import UserError
+    from custom_modules.errors import UserError
     if not osp.isfile(path):
         raise UserError(f'--predictions {path}: file does not exist')
     try:
@@ -173,7 +169,7 @@ def evaluate(samples: list, classes, csv_path: str) -> float:
     table written to ``csv_path``; returns the mAP."""
     import torch
 
-    from custom_modules.coco_summary import SeedCocoMetric
+    from custom_modules.evaluation.seed_coco_metric import SeedCocoMetric
     metric = SeedCocoMetric(metric='bbox', proposal_nums=(1, 10, 100), classwise=True,
                             classwise_file=csv_path)
     metric.dataset_meta = dict(classes=classes)
@@ -218,7 +214,7 @@ def upstream_tool(name: str):
 
     import mmdet
 
-    from custom_modules.user_errors import UserError
+    from custom_modules.errors import UserError
     path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'analysis_tools', name + '.py')
     if not osp.isfile(path):
         raise UserError(f'{path} is missing: this mmdet installation has no tools/ (reinstall '
@@ -260,16 +256,17 @@ def prediction_classes(args, samples) -> tuple:
     COCO folder's file, a course-layout folder's table) or --ann-file, else those tools/test.py
     recorded in the file; a file that records none needs the data named, and data with other
     classes than the recorded ones, or fewer than the labels, is an error naming both."""
-    from custom_modules.checkpoints import class_list
+    from toolkit.checkpoints import class_list
     from custom_modules.datasets import LABELED_CLASSES
-    from custom_modules.datasets.coco_det import (CocoDataError, coco_ann_file, coco_splits,
-                                                  is_coco_root, read_coco)
-    from custom_modules.user_errors import UserError
+    from custom_modules.datasets.coco_det import CocoDataError, read_coco
+    from toolkit.data_source import describe
+    from custom_modules.errors import UserError
     recorded = samples[0].get('classes')
     recorded = tuple(recorded) if recorded else None
     ann = args.ann_file
-    if args.data_root and is_coco_root(args.data_root):
-        ann = coco_ann_file(args.data_root, coco_splits(args.data_root)[0])
+    data = describe(args.data_root) if args.data_root else None
+    if data is not None and data.kind == 'coco':
+        ann = data.ann_file(data.splits[0])
     source = ann or (f'{args.data_root} (the course table)' if args.data_root else None)
     if source is None:
         if recorded is None:
@@ -329,5 +326,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from custom_modules.user_errors import run_tool
-    run_tool(main)
+    bootstrap.run(main)

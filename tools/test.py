@@ -21,14 +21,10 @@ refused, naming both.
 import argparse
 import os
 import os.path as osp
-import runpy
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -68,13 +64,13 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from custom_modules.checkpoints import (best_checkpoint, check_checkpoint_classes,
-                                            check_detector_checkpoint)
-    from custom_modules.config_edits import (data_name, dataset_classes, default_work_dir,
-                                             set_coco_files, set_data_root, setup_coco)
+    from custom_modules.engine.runner.checkpoint import best_checkpoint
+    from toolkit.checkpoints import check_checkpoint_classes, check_detector_checkpoint
+    from toolkit.config_edits import (data_name, dataset_classes, default_work_dir, set_coco_files,
+                                      set_data_root, setup_coco)
     from custom_modules.datasets.classes import LABELED_CLASSES
-    from custom_modules.launch import set_launcher
-    from custom_modules.user_errors import check_amp, check_data_folders
+    from toolkit.launch import set_launcher
+    from toolkit.checks import check_amp, check_data_folders
     if args.best_of:
         args.checkpoint, args.why = best_checkpoint(args.best_of)
     check_detector_checkpoint(args.checkpoint)
@@ -122,8 +118,8 @@ def build_cfg(args) -> Config:
 
 
 def main(argv=None):
-    from custom_modules.config_edits import data_name
-    from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
+    from toolkit.config_edits import data_name
+    from toolkit.console import QuietRunner, quiet_warnings, set_verbose
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -138,5 +134,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from custom_modules.user_errors import run_tool
-    run_tool(main)
+    bootstrap.run(main)

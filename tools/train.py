@@ -16,9 +16,7 @@ TensorboardVisBackend beside the scalars.json log (`tensorboard --logdir work_di
 import argparse
 import os
 import os.path as osp
-import runpy
 import signal
-import sys
 
 
 class _EarlySignal:
@@ -33,11 +31,9 @@ class _EarlySignal:
 
 signal.signal(signal.SIGUSR1, _EarlySignal())
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)  # so custom_imports finds custom_modules from any working directory
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -80,12 +76,12 @@ def parse_args(argv=None):
 def build_cfg(args):
     """The config to train, and resolve_resume's decision: what to continue, with that
     checkpoint's metadata."""
-    from custom_modules.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
-                                             drop_backbone_init, set_coco_files, set_data_root,
-                                             set_pretrained, setup_coco)
-    from custom_modules.launch import set_launcher
-    from custom_modules.resume_policy import check_resume, resolve_resume, run_inputs
-    from custom_modules.user_errors import check_amp, check_data_folders, check_tensorboard
+    from toolkit.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
+                                      drop_backbone_init, set_coco_files, set_data_root,
+                                      set_pretrained, setup_coco)
+    from toolkit.launch import set_launcher
+    from toolkit.resume_policy import check_resume, resolve_resume, run_inputs
+    from toolkit.checks import check_amp, check_data_folders, check_tensorboard
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
     if args.cfg_options:
@@ -126,7 +122,7 @@ def build_cfg(args):
 
 
 def say(msg: str) -> None:
-    from custom_modules.launch import launch_rank
+    from toolkit.launch import launch_rank
     if launch_rank() == 0:
         print(msg, flush=True)
 
@@ -149,8 +145,8 @@ def main(argv=None):
 
 
 def _train(argv):
-    from custom_modules.console import QuietRunner, quiet_warnings, set_verbose
-    from custom_modules.warmup import set_ends_from_images
+    from toolkit.console import QuietRunner, quiet_warnings, set_verbose
+    from toolkit.warmup import set_ends_from_images
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -165,10 +161,9 @@ def _train(argv):
             f'({cfg.load_from}); nothing to train')
         return
     runner = QuietRunner.from_cfg(cfg)
-    set_ends_from_images(runner)  # schedulers with end_images (custom_modules/warmup.py)
+    set_ends_from_images(runner)  # schedulers with end_images (tools/toolkit/warmup.py)
     runner.train()
 
 
 if __name__ == '__main__':
-    from custom_modules.user_errors import run_tool
-    run_tool(main)
+    bootstrap.run(main)

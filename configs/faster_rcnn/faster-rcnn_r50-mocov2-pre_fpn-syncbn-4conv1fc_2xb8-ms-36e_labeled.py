@@ -25,7 +25,7 @@
 # speed, evaluation not included); a slower cluster that hits its time limit continues through
 # TimeLimitHook's requeue, so no staged split is needed.
 #
-# BatchNorm per setting (AnyDeviceSyncBN, custom_modules/sync_norm.py): on several GPUs torch's
+# BatchNorm per setting (AnyDeviceSyncBN, custom_modules/models/sync_norm.py): on several GPUs torch's
 # SyncBN kernels; on one process plain BN; on several CPU processes (gloo) it all-reduces the
 # statistics itself, as torch's SyncBN (and DDP with it) supports CUDA tensors only.
 _base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
@@ -35,7 +35,7 @@ lr = 0.02  # for a total batch of 16 (auto_scale_lr rescales for other totals)
 max_epochs = 36
 lr_steps = [27, 33]  # mmdet's 3x steps
 # the benchmarks' 1000 iterations of 16 images, 16000 / B iterations (rounded up) at the run's
-# total batch B (end_images, custom_modules/warmup.py)
+# total batch B (end_images, tools/toolkit/warmup.py)
 warmup_images = 1000 * 16
 precise_bn_iters = 200  # batches of 2 x 8, the benchmarks' 200 of 16
 train_scales = [(1333, 640), (1333, 800)]  # (long, short) side range of RandomResize
@@ -47,10 +47,8 @@ model = dict(
     roi_head=dict(bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256,
                                  norm_cfg=norm_cfg)))
 
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 train_pipeline = [
-    load_image,
+    _base_.load_image,
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomResize', scale=train_scales, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),

@@ -17,13 +17,11 @@ model = dict(
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
 
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=num_workers,
     dataset=dict(data_root=data_root, pipeline=[
-        load_image,
+        _base_.load_image,
         dict(type='LoadAnnotations', with_bbox=True),
         dict(type='Resize', scale=img_scale, keep_ratio=True),
         dict(type='RandomFlip', prob=0.5),
@@ -33,7 +31,7 @@ val_dataloader = dict(
     batch_size=4,
     num_workers=num_workers,
     dataset=dict(data_root=data_root, pipeline=[
-        load_image,
+        _base_.load_image,
         dict(type='Resize', scale=img_scale, keep_ratio=True),
         dict(type='LoadAnnotations', with_bbox=True),
         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',

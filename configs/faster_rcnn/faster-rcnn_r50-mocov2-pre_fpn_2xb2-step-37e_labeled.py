@@ -74,7 +74,7 @@ test_dataloader = val_dataloader
 # faster-coco-eval's C++ COCOeval: pycocotools' numbers, the whole evaluation 3-4x faster
 # (tools/benchmarks/bench_coco_eval.py). maxDets 1/10/100 (mmdet's default is 100/300/1000): the
 # printed summary is pycocotools' 12 lines, the ones the seed reported (SeedCocoMetric,
-# custom_modules/coco_summary.py)
+# custom_modules/evaluation/seed_coco_metric.py)
 val_evaluator = dict(_delete_=True, type='SeedCocoMetric', metric='bbox',
                      proposal_nums=(1, 10, 100))
 test_evaluator = val_evaluator
@@ -85,7 +85,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
          gamma=0.1),
 ]
-# resumes inside an epoch after a time-limit stop (custom_modules/resumable.py)
+# resumes inside an epoch after a time-limit stop (custom_modules/engine/runner/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
                  val_interval=val_interval)
 auto_scale_lr = dict(enable=True, base_batch_size=4)
@@ -97,7 +97,7 @@ custom_hooks = [
     dict(type='OwnBestCheckpointHook'),  # s2/s3 never delete an earlier stage's best file
 ]
 # checkpoint files are complete or absent: written to a temporary file, then renamed
-# (custom_modules/atomic_io.py); TimeLimitHook saves the same way
+# (custom_modules/fileio/atomic_local.py); TimeLimitHook saves the same way
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=3,
                                      save_best='coco/bbox_mAP', rule='greater',
                                      backend_args=dict(backend='atomic_local')))

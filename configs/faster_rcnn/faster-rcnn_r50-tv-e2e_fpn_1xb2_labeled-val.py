@@ -48,11 +48,9 @@ model = dict(
         # box_score_thresh 0.05 (strict >), class-wise NMS 0.5, 100 detections per image
         rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)))
 
-# Pillow, no EXIF rotation: the seed's Image.open(f).convert('RGB') + ToTensor
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 test_pipeline = [
-    load_image,
+    # Pillow, no EXIF rotation (the recipe's): the seed's Image.open(f).convert('RGB') + ToTensor
+    _base_.load_image,
     dict(type='TorchvisionResize', scale=(max_size, min_size)),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',

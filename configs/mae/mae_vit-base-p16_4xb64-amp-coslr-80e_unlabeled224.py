@@ -2,16 +2,16 @@
 # (hmdliu/DL-SP22-Team2 main_pretrain.py as its jobs ran it: facebookresearch/mae, 4 GPUs x 64,
 # gradients of 2 steps accumulated, blr 1.5e-4, 20 warm-up epochs, half-cosine over 200 epochs,
 # stopped after 80 epochs in two 24-hour jobs; final loss ~0.27).
-_base_ = 'mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py'
+# image decoding and guard hooks as the MoCo v2 recipe's (configs/_base_/ssl_runtime.py)
+_base_ = ['mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py',
+          '../_base_/ssl_runtime.py']
 
 custom_imports = dict(imports=['custom_modules', 'custom_modules.datasets.unlabeled'],
                       allow_failed_imports=False)
 
 data_root = 'data/unlabeled'  # the course's folder of N.PNG files, sub-folders allowed
-# any image folder can be --data-root, decoded as the detection configs decode: as MoCo v2's
+# any image folder can be --data-root: the same files as MoCo v2's
 image_extensions = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 batch_size = 64  # per GPU; the peer ran 4 GPUs x 64
 accumulate = 2  # optimizer steps every 2 iterations: 512 images per update, as the peer's
 lr = 1.5e-4 * 512 / 256  # MAE's base LR for 512 images per update
@@ -30,7 +30,7 @@ seed = 0
 model = dict(head=dict(norm_pix=False))
 
 train_pipeline = [  # MAE's: RandomResizedCrop(224, scale=(0.2, 1.0), bicubic), flip
-    load_image,
+    _base_.load_image,
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
@@ -62,7 +62,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-8,
          by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
-# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/resumable.py)
+# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/engine/runner/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 # the LR above is for 4 x 64 images per iteration (x 2 accumulated)
 auto_scale_lr = dict(enable=True, base_batch_size=256)
@@ -70,13 +70,6 @@ randomness = dict(seed=seed)
 resume = False  # tools/train.py --resume decides (the base resumes by itself)
 
 # checkpoint files are complete or absent: written to a temporary file, then renamed
-# (custom_modules/atomic_io.py); TimeLimitHook and KeepCheckpointHook save the same way
+# (custom_modules/fileio/atomic_local.py); TimeLimitHook and KeepCheckpointHook save the same way
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2,
                                      backend_args=dict(backend='atomic_local')))
-custom_hooks = [
-    dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
-    dict(type='EpochSeedHook'),  # a resumed run replays the same random stream
-    dict(type='TimeLimitHook'),  # SIGUSR1 before the Slurm time limit: save, requeue
-    dict(type='UnreadableImageHook'),  # per-epoch count of skipped unreadable PNGs
-    dict(type='KeepCheckpointHook'),  # weights at the stop epoch; never a resume point
-]

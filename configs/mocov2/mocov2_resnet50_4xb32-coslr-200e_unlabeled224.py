@@ -1,18 +1,16 @@
 # MoCo v2 ResNet-50 on the unlabeled 224x224 PNG folder: the seed's recipe
 # (facebookresearch/moco main_moco.py --mlp --moco-t 0.2 --aug-plus --cos, 4 GPUs x 32, lr 0.015).
-_base_ = 'mmpretrain::mocov2/mocov2_resnet50_8xb32-coslr-200e_in1k.py'
+# image decoding and guard hooks as the MAE recipe's (configs/_base_/ssl_runtime.py)
+_base_ = ['mmpretrain::mocov2/mocov2_resnet50_8xb32-coslr-200e_in1k.py',
+          '../_base_/ssl_runtime.py']
 
-custom_imports = dict(imports=['custom_modules', 'custom_modules.moco_transforms',
+custom_imports = dict(imports=['custom_modules', 'custom_modules.datasets.transforms.moco',
                                'custom_modules.datasets.unlabeled'],
                       allow_failed_imports=False)
 
 data_root = 'data/unlabeled'  # the course's folder of N.PNG files, sub-folders allowed
 # any image folder can be --data-root: these extensions in any case, in any sub-folder
 image_extensions = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
-# decoded as the detection configs decode (custom_modules/transforms.py): Pillow, EXIF orientation
-# not applied, 3-channel colour, 16-bit scaled; the course's RGB PNGs give the same pixels as cv2
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 batch_size = 32  # per GPU; the seed ran 4 GPUs x 32
 lr = 0.015  # for a total batch of 128 (auto_scale_lr rescales for other totals)
 max_epochs = 200  # cosine schedule length
@@ -38,7 +36,7 @@ view_pipeline = [
     dict(type='RandomFlip', prob=0.5),
 ]
 train_pipeline = [
-    load_image,
+    _base_.load_image,
     dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
     dict(type='PackInputs'),
 ]
@@ -61,19 +59,12 @@ optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
 ]
-# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/resumable.py)
+# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/engine/runner/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 auto_scale_lr = dict(enable=True, base_batch_size=128)
 randomness = dict(seed=seed)
 
 # checkpoint files are complete or absent: written to a temporary file, then renamed
-# (custom_modules/atomic_io.py); TimeLimitHook and KeepCheckpointHook save the same way
+# (custom_modules/fileio/atomic_local.py); TimeLimitHook and KeepCheckpointHook save the same way
 default_hooks = dict(checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=2,
                                      backend_args=dict(backend='atomic_local')))
-custom_hooks = [
-    dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
-    dict(type='EpochSeedHook'),  # a resumed run replays the same random stream
-    dict(type='TimeLimitHook'),  # SIGUSR1 before the Slurm time limit: save, requeue
-    dict(type='UnreadableImageHook'),  # per-epoch count of skipped unreadable PNGs
-    dict(type='KeepCheckpointHook'),  # weights at the stop epoch; never a resume point
-]

@@ -47,10 +47,8 @@ model = dict(
 # saturation in [0.1, 2.0], hue +-0.1, on the original image as the peer applied it
 color_jitter = dict(type='mmpretrain.ColorJitter', brightness=(0.1, 2.0), contrast=(0.1, 2.0),
                     saturation=(0.1, 2.0), hue=(-0.1, 0.1), backend='cv2')
-load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
-                  color_type='color_ignore_orientation')
 train_pipeline = [
-    load_image,
+    _base_.load_image,
     dict(type='LoadAnnotations', with_bbox=True),
     color_jitter,
     # GeneralizedRCNNTransform(min_size=max_size=512, fixed_size=(512, 512))
@@ -59,7 +57,7 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    load_image,
+    _base_.load_image,
     dict(type='Resize', scale=(img_size, img_size), keep_ratio=False),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',

@@ -37,7 +37,7 @@ weight_decay = 0.1
 layer_decay = 0.7
 drop_path_rate = 0.1
 # ViTDet warms up over 250 iterations of 64 images: the same images at the run's total batch B,
-# 16000 / B iterations rounded up (end_images, custom_modules/warmup.py)
+# 16000 / B iterations rounded up (end_images, tools/toolkit/warmup.py)
 warmup_images = 250 * vitdet_batch
 warmup_factor = 0.001
 max_epochs = 80

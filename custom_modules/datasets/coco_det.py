@@ -21,7 +21,7 @@ from mmdet.registry import DATASETS
 from mmengine import fileio
 from mmengine.logging import MMLogger
 
-from ..resumable import SeededSamplesMixin
+from .samplers import SeededSamplesMixin
 from .classes import palette
 
 ANN_FILE = 'annotations/instances_{split}.json'

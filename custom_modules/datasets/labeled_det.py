@@ -5,7 +5,7 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 from mmengine.logging import MMLogger
 
-from ..resumable import SeededSamplesMixin
+from .samplers import SeededSamplesMixin
 from .classes import LABELED_CLASSES, LABELED_PALETTE
 from .labeled_index import load_split
 

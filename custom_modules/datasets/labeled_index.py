@@ -1,8 +1,8 @@
 """Index of the course's LabeledDataset layout, independent of mmdet.
 
 Layout: ``<root>/<split>/images/<id>.JPEG`` and ``<root>/<split>/labels/<id>.yml``, in a folder
-or inside a squashfs image (``root`` a ``sqsh://`` path, custom_modules/sqsh_backend.py); each yml
-holds ``bboxes`` ([xmin, ymin, xmax, ymax] absolute pixels), ``labels`` (class names, same
+or inside a squashfs image (``root`` a ``sqsh://`` path,
+custom_modules/fileio/sqsh_backend.py); each yml holds ``bboxes`` ([xmin, ymin, xmax, ymax] absolute pixels), ``labels`` (class names, same
 length) and optionally ``image_size`` ([width, height]). Width and height always come from the
 image file's header (read without decoding pixels); ``image_size`` is only compared with it.
 
@@ -28,7 +28,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -38,9 +37,10 @@ import numpy as np
 import yaml
 from mmengine import fileio
 
-from ..sqsh_backend import image_identity, is_sqsh_uri
-from ..user_errors import UserError
-from ..sqsh_backend import scandir as sqsh_scandir
+from ..fileio.sqsh_backend import image_identity, is_sqsh_uri
+from ..errors import UserError
+from ..fileio.atomic_local import atomic_open
+from ..fileio.sqsh_backend import scandir as sqsh_scandir
 from .classes import LABELED_CLASSES
 
 try:
@@ -354,11 +354,8 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
 
     if use_cache:
         try:
-            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_path), suffix='.tmp')
-            with os.fdopen(fd, 'wb') as f:
+            with atomic_open(cache_path) as f:  # readers never see a partial cache
                 pickle.dump((records, report), f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cache_path)  # atomic: readers never see a partial cache
         except OSError as e:  # a read-only home must not stop training
             logger.warning('could not write index cache %s (%s)', cache_path, e)
     return records, report

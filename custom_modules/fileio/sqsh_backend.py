@@ -17,10 +17,8 @@ from typing import Iterator
 
 from mmengine.fileio.backends import BaseStorageBackend, register_backend
 
-from .squashfs import SquashfsError, open_image, split_image_path
-from .user_errors import UserError
-
-SCHEME = 'sqsh://'
+from ..errors import UserError
+from .squashfs import SCHEME, SquashfsError, open_image, split_image_path
 
 
 def is_sqsh_uri(path) -> bool:

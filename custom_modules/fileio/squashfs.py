@@ -1,34 +1,9 @@
 """Read files straight out of a squashfs 4.0 image: no unpacking, no root, no FUSE.
 
-The course ships its unlabeled set as ``unlabeled_224.sqsh`` (512,000 PNGs). Why this design
-(measured, see the project's sqsh study):
-
-- **Own reader, not a library.** The PyPI readers take 6-9 s and ~650 MB to index 512k entries
-  (a Python object per inode), and a handle opened before ``fork`` and shared by loader workers
-  silently returned wrong bytes (a shared file offset). Here the whole tree is decoded once into
-  a few flat numpy arrays (~45 bytes an entry) with the directory listings scanned by one tight
-  loop and every inode field gathered vectorized, and every read is an ``os.pread`` (no file
-  offset to share).
-- **Index built once, cached on disk, memory-mapped.** The arrays are written atomically to one
-  ``.npy`` file under ``<XDG_CACHE_HOME or ~/.cache>/sqsh-index`` (beside the labeled index's
-  cache), named by the image's realpath, size, mtime_ns and a digest of its superblock, so a
-  changed image never meets a stale index. Later opens, loader workers and the other ranks map
-  that file (``np.load(mmap_mode='r')``): no rebuild and the pages are shared. A file lock lets
-  one process build while the others on the machine wait for its result.
-- **Fork and spawn.** An image object keeps working after ``fork`` (the descriptor is reopened
-  when ``os.getpid()`` changed, and the reopened file must be the indexed one), and it pickles
-  to (path, cache folder, identity): a spawned worker reopens it and maps the cached index.
-- **Lookups** binary-search a directory's children (sorted by name at build time): ~20 steps for
-  512k names, microseconds next to a PNG decode, and nothing per process to build.
-- **Reads.** A file's blocks are contiguous, read with one ``pread``; a fragment tail stored
-  uncompressed (mksquashfs stores PNG data uncompressed: it does not shrink) is read alone,
-  a compressed fragment block is decompressed once and kept (a small per-process cache).
-  Sparse blocks (size 0) read as zeros. squashfs has no checksums: a damaged block is found
-  only when it fails to decompress or decompresses to the wrong size (:class:`SquashfsError`).
-- **Compression.** gzip (zlib), xz and legacy lzma from the standard library; zstd, lz4 and lzo
-  through the PyPI packages ``zstandard``, ``lz4`` and ``lzallright`` (pinned in
-  requirements.txt). A missing package or an unknown compression is one error naming the
-  compression and how to repack the image with gzip.
+The course ships its unlabeled set as ``unlabeled_224.sqsh`` (512,000 PNGs). The whole tree is
+decoded once into flat numpy arrays, cached on disk and memory-mapped by every later open, loader
+worker and rank; every read is an ``os.pread``. Why this design, with measurements:
+docs/performance.md, "How the squashfs reader works".
 """
 from __future__ import annotations
 
@@ -40,14 +15,14 @@ import lzma
 import os
 import stat
 import struct
-import tempfile
 import threading
 import zlib
 from array import array
 
 import numpy as np
 
-from .user_errors import UserError
+from ..errors import UserError
+from .atomic_local import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -442,27 +417,13 @@ def _unpack(blob: np.ndarray, layout: dict) -> dict:
 def _write_cache(path: str, blob: np.ndarray, layout: dict, key: str) -> None:
     """``<path>``: one .npy file of bytes, the layout in a JSON header row written first.
 
-    Atomic: a temporary file in the same folder, fsynced, renamed over the target."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
+    Atomic (atomic_open): readers and other processes see the whole file or none."""
     meta = json.dumps(dict(version=INDEX_VERSION, key=key, layout=layout)).encode()
     head = np.frombuffer(struct.pack('<Q', len(meta)) + meta, np.uint8)
     pad = -len(head) % 64
     full = np.concatenate([head, np.zeros(pad, np.uint8), blob])
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npy')
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, full)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path) as f:
+        np.save(f, full)
 
 
 def _remove_stale(folder: str, where: str, keep: str) -> None:

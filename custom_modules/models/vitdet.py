@@ -9,27 +9,20 @@ pyramid's convolutions mmdet's ``FPN``; this module adds:
 - :class:`WindowedViT`: mmpretrain's ViTSAM (windowed attention with a few global blocks,
   relative positions: ViTDet's backbone) with ViTDet's stochastic depth, that also loads
   plain-ViT checkpoints such as MAE's.
-- :class:`ViTLayerDecayOptimWrapperConstructor`: mmpretrain's layer-wise LR decay for a detector,
-  whose ViT sits at ``model.backbone``.
-- the ``best-of://DIR`` checkpoint scheme: the peer's stages 2-4 start from the previous stage's
-  best-on-validation checkpoint, whose epoch is known only once that stage has run.
+
+Layer-wise LR decay for these detectors is in engine/optimizers, the ``best-of://`` checkpoint
+scheme the peer's stages start from in engine/runner.
 """
-import functools
 from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
-from mmdet.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.logging import print_log
+from mmdet.registry import MODELS
 from mmengine.model import BaseModule
-from mmengine.runner import CheckpointLoader
-from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
 from mmpretrain.models.backbones import ViTSAM
 from mmpretrain.models.backbones.vit_sam import (TransformerEncoderLayer, window_partition,
                                                   window_unpartition)
-
-from .checkpoints import best_checkpoint
 
 
 @MODELS.register_module()
@@ -148,30 +141,3 @@ class WindowedViT(ViTSAM):
                                  ' extra token(s) + a square grid of patch positions')
             state_dict[name] = grid.reshape(1, side, side, grid.shape[-1])
         super()._prepare_pos_embed(state_dict, prefix, *args, **kwargs)
-
-
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class ViTLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
-    """mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` for a detector: each parameter's
-    depth comes from ``model.backbone.get_layer_depth`` (mmpretrain's ViTs: patch embedding,
-    position embedding and class token 0, block i at i + 1), and everything outside the backbone
-    (neck, heads) and the backbone's final norm is at the top. With ``layer_decay_rate`` r and
-    12 blocks the LR is lr for the top, lr * r for block 11, ..., lr * r**12 for block 0 and
-    lr * r**13 for the patch embedding. ``paramwise_cfg`` is mmpretrain's (``norm_decay_mult``,
-    ``bias_decay_mult``, ``custom_keys`` with ``decay_mult``...)."""
-
-    def add_params(self, params, module, prefix='', get_layer_depth=None, **kwargs):
-        if get_layer_depth is None:  # the model itself: depths from its backbone
-            get_layer_depth = functools.partial(module.backbone.get_layer_depth,
-                                                prefix='backbone.')
-        super().add_params(params, module, prefix, get_layer_depth, **kwargs)
-
-
-@CheckpointLoader.register_scheme(prefixes='best-of://')
-def load_best_of(filename: str, map_location=None):
-    """``load_from = 'best-of://DIR'``: the checkpoint that scored best on validation among the
-    ``best_*.pth`` files of DIR (``custom_modules.checkpoints.best_checkpoint``, as
-    ``tools/test.py --best-of``)."""
-    path, why = best_checkpoint([filename[len('best-of://'):]])
-    print_log(f'{filename}: {path} ({why})', logger='current')
-    return CheckpointLoader.load_checkpoint(path, map_location)

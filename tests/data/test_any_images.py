@@ -93,7 +93,7 @@ def _dataset(config, folder, work_dir):
 @pytest.mark.parametrize('config', REAL + DEMO)
 def test_every_image_found_and_decoded_as_the_labeled_pipeline(config, folder, labeled_load,
                                                                 tmp_path):
-    from custom_modules.transforms import LoadImageNamed
+    from custom_modules.datasets.transforms.loading import LoadImageNamed
     root, images = folder
     ds = _dataset(config, root, tmp_path)
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
@@ -155,7 +155,7 @@ def test_course_png_gives_the_same_training_views_as_before(config, folder):
 
 @pytest.mark.parametrize('config', REAL)
 def test_truncated_file_skipped_and_counted_every_sample_trainable(config, folder, tmp_path):
-    from custom_modules.resumable import SampleIndex
+    from custom_modules.datasets.samplers import SampleIndex
     root, images = folder
     ds = _dataset(config, root, tmp_path)
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]

@@ -16,7 +16,7 @@ from make_synthetic_data import make_dataset
 
 from custom_modules.datasets import LABELED_CLASSES
 from custom_modules.datasets.labeled_index import CLIPPED, SIZE_MISMATCH
-from custom_modules.user_errors import UserError
+from custom_modules.errors import UserError
 from helpers import REPO, run_tool, write_sample
 
 SPLITS = ('training', 'validation')

@@ -66,7 +66,7 @@ def three_classes(course_and_coco, module_tmp):
 
 def tool_error(capsys, module, argv):
     """(stderr, exit status) of a tool's main run in this process as its command line runs it."""
-    from custom_modules.user_errors import run_tool as run_main
+    from toolkit.bootstrap import run as run_main
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_main(module.main, argv)

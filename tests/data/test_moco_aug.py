@@ -11,7 +11,7 @@ from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from PIL import Image, ImageFilter
 
-from custom_modules.moco_transforms import CV2GaussianBlur, CV2RandomGrayscale
+from custom_modules.datasets.transforms.moco import CV2GaussianBlur, CV2RandomGrayscale
 from helpers import REPO
 
 

@@ -55,7 +55,7 @@ def data(module_tmp):
 
 
 def test_make_synthetic_data_packs_the_same_pngs(data):
-    from custom_modules.squashfs import open_image
+    from custom_modules.fileio.squashfs import open_image
     image = open_image(data['image'])
     names = sorted(os.listdir(data['folder']))
     assert image.files('') == [f'unlabeled/{n}' for n in names]  # the course's layout
@@ -94,7 +94,7 @@ def test_training_from_the_image_equals_training_from_the_folder(data, tmp_path)
 def test_a_folder_inside_the_image_is_a_data_root(data):
     from mmengine.config import Config
 
-    from custom_modules.config_edits import set_data_root
+    from toolkit.config_edits import set_data_root
     cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
     set_data_root(cfg, data['image'] + '/unlabeled/')
     uri = 'sqsh://' + os.path.abspath(data['image']) + '/unlabeled'
@@ -112,7 +112,7 @@ def test_labeled_layout_inside_an_image_indexes_as_the_folder(data, cache_dir):
     from mmengine import fileio
 
     from custom_modules.datasets.labeled_index import load_split
-    from custom_modules.sqsh_backend import resolve_data_root
+    from custom_modules.fileio.sqsh_backend import resolve_data_root
     uri = resolve_data_root(data['labeled'])
     packed, report = _records(uri)
     unpacked, _ = _records(data['labeled_folder'])
@@ -232,7 +232,7 @@ def _damaged_image(tmp_path, how):
     (the block fails to decompress)."""
     from PIL import Image
 
-    from custom_modules import squashfs
+    from custom_modules.fileio import squashfs
     src = tmp_path / 'src'
     src.mkdir()
     if how == 'stored':
@@ -265,7 +265,7 @@ def _image_dataset(image, **kwargs):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from custom_modules.sqsh_backend import resolve_data_root
+    from custom_modules.fileio.sqsh_backend import resolve_data_root
     from mmpretrain.registry import DATASETS
     cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
     ds_cfg = cfg.train_dataloader.dataset
@@ -281,7 +281,7 @@ def test_a_damaged_file_inside_the_image_is_skipped_and_counted(tmp_path, how):
     its place and counts it; one more than max_unreadable stops training, naming it."""
     from mmengine.logging import MMLogger
 
-    from custom_modules.datasets.unlabeled import UnreadableImagesError
+    from custom_modules.datasets.unreadable import UnreadableImagesError
     image = _damaged_image(tmp_path, how)
     MMLogger.get_instance(f'sqsh-{uuid.uuid4().hex}', log_level='WARNING')
     messages = []
@@ -339,10 +339,10 @@ def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tm
 def test_an_image_changed_under_a_work_folder_is_noticed(data, tmp_path):
     """The record identifies the image itself: another image at the same path (rebuilt, other
     files) is a changed input for --resume."""
-    from custom_modules.resume_policy import run_inputs
+    from toolkit.resume_policy import run_inputs
     from mmengine.config import Config
 
-    from custom_modules.config_edits import set_data_root
+    from toolkit.config_edits import set_data_root
     image = tmp_path / 'u.sqsh'
     shutil.copy(data['image'], image)
     cfg = Config.fromfile(os.path.join(REPO, MOCO_DEMO))
@@ -373,8 +373,8 @@ def _first_item(config, data_root, names):
     from mmengine.config import Config
     from mmengine.registry import DATASETS, init_default_scope
 
-    from custom_modules.config_edits import set_data_root
-    from custom_modules.user_errors import check_data_folders
+    from toolkit.config_edits import set_data_root
+    from toolkit.checks import check_data_folders
     cfg = Config.fromfile(os.path.join(REPO, 'configs', config))
     set_data_root(cfg, data_root, names=names)
     check_data_folders(cfg, names=names)

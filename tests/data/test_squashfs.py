@@ -1,4 +1,4 @@
-"""custom_modules.squashfs against Debian's mksquashfs: every file's bytes for every compression,
+"""custom_modules.fileio.squashfs against Debian's mksquashfs: every file's bytes for every compression,
 with and without fragments, the folder queries against os.walk, fork and spawn loader workers
 sharing an image opened before they start, damaged images, and the on-disk index cache."""
 import hashlib
@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from custom_modules import squashfs
-from custom_modules.squashfs import SquashfsError, SquashfsImage, open_image, split_image_path
+from custom_modules.fileio import squashfs
+from custom_modules.fileio.squashfs import (SquashfsError, SquashfsImage, open_image,
+                                            split_image_path)
 from squashfs_tools import (HashDataset, make_tree, mksquashfs, mksquashfs_unavailable,
                             tree_hashes)
 

@@ -76,7 +76,7 @@ def log_file(tmp_path):
 
 
 def test_unreadable_image_skipped_logged_and_counted_once(tmp_path, log_file):
-    from custom_modules.resumable import SampleIndex
+    from custom_modules.datasets.samplers import SampleIndex
     [bad] = _png_folder(tmp_path / 'data')
     ds = _folder_dataset(tmp_path / 'data')
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
@@ -98,7 +98,7 @@ def test_unreadable_image_skipped_logged_and_counted_once(tmp_path, log_file):
 
 
 def test_unreadable_count_reaches_main_process_from_workers(tmp_path, log_file):
-    from custom_modules.datasets.unlabeled import UnreadableImageHook
+    from custom_modules.engine.hooks.unreadable_image_hook import UnreadableImageHook
     [bad] = _png_folder(tmp_path / 'data')
     ds = _folder_dataset(tmp_path / 'data')
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2,
@@ -116,8 +116,8 @@ def test_unreadable_count_reaches_main_process_from_workers(tmp_path, log_file):
 
 
 def test_too_many_unreadable_images_stop_with_their_names(tmp_path):
-    from custom_modules.datasets.unlabeled import UnreadableImagesError
-    from custom_modules.resumable import SampleIndex
+    from custom_modules.datasets.unreadable import UnreadableImagesError
+    from custom_modules.datasets.samplers import SampleIndex
     bad = _png_folder(tmp_path / 'data', bad=('3.PNG', 'part1/8.PNG'))
     ds = _folder_dataset(tmp_path / 'data', max_unreadable=0)
     idx = [ds.get_data_info(i)['img_path'] for i in range(len(ds))].index(bad[1])

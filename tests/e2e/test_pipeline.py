@@ -10,9 +10,9 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, init_default_scope
 
 import custom_modules  # noqa: F401
-from custom_modules.checkpoints import check_detector_checkpoint
-from custom_modules.config_edits import check_pretrained, set_pretrained
-from custom_modules.user_errors import UserError
+from toolkit.checkpoints import check_detector_checkpoint
+from toolkit.config_edits import check_pretrained, set_pretrained
+from custom_modules.errors import UserError
 from helpers import REPO, write_tiny_labeled
 
 MOCO_DEMO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')

@@ -12,10 +12,10 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import custom_modules  # noqa: F401  (registers the 'atomic_local' backend)
-from custom_modules import resumable
-from custom_modules.atomic_io import AtomicLocalBackend
-from custom_modules.resume_policy import latest_resume_point
-from custom_modules.hooks import FiniteLossHook
+from custom_modules.engine.hooks import time_limit_hook
+from custom_modules.fileio.atomic_local import AtomicLocalBackend
+from toolkit.resume_policy import latest_resume_point
+from custom_modules.engine.hooks.finite_loss_hook import FiniteLossHook
 from helpers import REPO
 
 
@@ -128,7 +128,7 @@ def test_training_writes_every_checkpoint_through_the_atomic_backend(tmp_path, m
         return put(self, obj, filepath)
     monkeypatch.setattr(AtomicLocalBackend, 'put', recorded_put)
     monkeypatch.delenv('SLURM_JOB_ID', raising=False)
-    monkeypatch.setattr(resumable, '_stop_requested', 0)
+    monkeypatch.setattr(time_limit_hook, '_stop_requested', 0)
     work = tmp_path / 'work'
     runner = Runner(
         model=_ToyModel(), work_dir=str(work), experiment_name=f'atomic-{uuid.uuid4().hex}',

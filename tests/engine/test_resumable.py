@@ -11,10 +11,9 @@ from mmengine.config import Config
 from mmengine.dataset import DefaultSampler
 
 import custom_modules  # noqa: F401  (registers the sampler, loop and hooks)
-from custom_modules.hooks import OwnBestCheckpointHook
-from custom_modules.resumable import ResumableBatchSampler, SampleIndex, seed_sample
-from custom_modules.resume_policy import (ChangedInputsError, differences, resolve_resume,
-                                          run_inputs)
+from custom_modules.engine.hooks.checkpoint_hooks import OwnBestCheckpointHook
+from custom_modules.datasets.samplers import ResumableBatchSampler, SampleIndex, seed_sample
+from toolkit.resume_policy import ChangedInputsError, differences, resolve_resume, run_inputs
 from helpers import REPO
 
 
@@ -131,7 +130,7 @@ def test_train_py_trains_nothing_when_the_checkpoint_resumed_ends_the_run(
     """A finished stage submitted again: resolve_resume's decision carries the checkpoint's
     metadata, so train.py knows it is done without reading the file a second time."""
     import train
-    from custom_modules import resume_policy
+    from toolkit import resume_policy
     reads = []
     read = resume_policy.read_checkpoint_meta
     monkeypatch.setattr(resume_policy, 'read_checkpoint_meta',
@@ -201,13 +200,13 @@ class _TrainRunner:
 def test_time_limit_signal_before_any_training_is_not_a_requeue_loop():
     """A limit shorter than the signal lead (e.g. a 10-minute debug queue with the 15-minute
     lead): the signal arrives at start; stopping then would requeue into the same signal forever."""
-    from custom_modules import resumable
-    hook, runner = resumable.TimeLimitHook(), _TrainRunner()
+    from custom_modules.engine.hooks import time_limit_hook
+    hook, runner = time_limit_hook.TimeLimitHook(), _TrainRunner()
     hook.before_train(runner)
     os.kill(os.getpid(), signal.SIGUSR1)
     hook.before_train_epoch(runner)  # no SystemExit
     assert 'shorter than its --signal lead' in runner.logger.warnings[-1]
-    assert not resumable._stop_requested
+    assert not time_limit_hook._stop_requested
     hook.after_train_iter(runner, 0)  # trained one iteration, no new signal: goes on
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -16,10 +16,10 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import custom_modules  # noqa: F401  (registers the hooks and the atomic backend)
-from custom_modules import resumable
-from custom_modules.atomic_io import AtomicLocalBackend
-from custom_modules.resume_policy import ChangedInputsError, resolve_resume, run_inputs
-from custom_modules.user_errors import UserError
+from custom_modules.engine.hooks import time_limit_hook
+from custom_modules.fileio.atomic_local import AtomicLocalBackend
+from toolkit.resume_policy import ChangedInputsError, resolve_resume, run_inputs
+from custom_modules.errors import UserError
 from helpers import REPO, run_tool
 
 
@@ -222,8 +222,8 @@ def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, mon
     kill at once, losing every iteration since the epoch checkpoint."""
     signal.signal(signal.SIGTERM, _terminated)
     monkeypatch.setenv('SLURM_JOB_ID', '42')
-    calls, run = [], resumable.subprocess.run
-    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: calls.append(cmd) if
+    calls, run = [], time_limit_hook.subprocess.run
+    monkeypatch.setattr(time_limit_hook.subprocess, 'run', lambda cmd, **kw: calls.append(cmd) if
                         cmd[0] == 'scontrol' else run(cmd, **kw))
     work = tmp_path / 'work'
     with pytest.raises(SystemExit) as e:
@@ -241,17 +241,17 @@ def test_a_failed_requeue_says_what_continues_the_job(monkeypatch, how):
     monkeypatch.setenv('SLURM_JOB_ID', '42')
     monkeypatch.setenv('SLURM_SUBMIT_DIR', '/sub')
     monkeypatch.delenv('PIPELINE_RESUBMIT', raising=False)
-    monkeypatch.setattr(resumable.subprocess, 'run', lambda cmd, **kw: types.SimpleNamespace(
+    monkeypatch.setattr(time_limit_hook.subprocess, 'run', lambda cmd, **kw: types.SimpleNamespace(
         returncode=1, stderr='Requeue of job 42 not allowed\n'))
-    monkeypatch.setattr(resumable.sys, 'argv', [
+    monkeypatch.setattr(time_limit_hook.sys, 'argv', [
         'tools/train.py', 'cfg.py', '--resume', '--work-dir', 'w d', '--launcher', 'slurm'])
     if how == 'pipeline':
         monkeypatch.setenv('PIPELINE_RESUBMIT', 'cd /sub && MOCO=m.pth /r/submit_pipeline.sh')
     elif how == 'srun':  # tools/slurm_train.sh
-        monkeypatch.setattr(resumable.sys, 'argv', ['tools/train.py', 'cfg.py', '--launcher',
+        monkeypatch.setattr(time_limit_hook.sys, 'argv', ['tools/train.py', 'cfg.py', '--launcher',
                                                     'slurm'])
     runner = _Runner()
-    resumable._requeue(runner)
+    time_limit_hook._requeue(runner)
     [error] = runner.errors
     assert error.startswith('scontrol requeue 42 failed (Requeue of job 42 not allowed): the job '
                             'ends here with exit status 75.'), error
@@ -271,9 +271,9 @@ def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals
     importlib.reload(train)  # its first lines take SIGUSR1 over
     os.kill(os.getpid(), signal.SIGUSR1)
     runner = _Runner()
-    resumable.TimeLimitHook().before_train(runner)
+    time_limit_hook.TimeLimitHook().before_train(runner)
     assert runner.logger.warnings and 'before training started' in runner.logger.warnings[-1]
-    assert not resumable._stop_requested  # not a stop: the job's time limit comes first
+    assert not time_limit_hook._stop_requested  # not a stop: the job's time limit comes first
 
 
 class _ValSeen(Hook):
@@ -307,7 +307,7 @@ def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
     seen = _ValSeen(signal_at=1)
     with pytest.raises(SystemExit) as e:
         runner(seen).train()
-    assert e.value.code == resumable.EXIT_TIME_LIMIT
+    assert e.value.code == time_limit_hook.EXIT_TIME_LIMIT
     assert seen.runs == [[1, 2]], 'validation of epoch 1 was not cut short'
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
     seen = _ValSeen()

@@ -15,10 +15,10 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DATASETS, MODELS, DefaultScope, init_default_scope
 
 import custom_modules  # noqa: F401
-from custom_modules.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_checkpoint,
-                                        checkpoint_kind, load_state_dict_file)
-from custom_modules.config_edits import set_data_root, set_pretrained
-from custom_modules.user_errors import UserError
+from toolkit.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_checkpoint,
+                                 checkpoint_kind, load_state_dict_file)
+from toolkit.config_edits import set_data_root, set_pretrained
+from custom_modules.errors import UserError
 from helpers import REPO
 
 
@@ -461,7 +461,7 @@ def test_vitdet_pyramid_halves_channels_without_top_down():
     """ViTDet's pyramid: 192 and 384 channels at strides 4 and 8 from a ViT-B's 768, each level
     only from its own branch (1x1 + 3x3 convs, no sum with coarser levels), stride 64 the
     stride-32 map subsampled; the peer's pyramid keeps 768 everywhere."""
-    from custom_modules.vitdet import SimpleFeaturePyramid
+    from custom_modules.models.vitdet import SimpleFeaturePyramid
     vitdet = SimpleFeaturePyramid(768, out_channels=256)
     assert vitdet.level_channels == [192, 384, 768, 768]
     assert (vitdet.scales[0][-1].out_channels, vitdet.scales[1].out_channels) == (192, 384)
@@ -481,7 +481,7 @@ def test_windowed_vit_drops_attention_and_mlp_branches():
     """ViTDet's block: x + drop_path(attn), then + drop_path(mlp). With both branches dropped a
     training-mode block returns its input; mmpretrain's ViTSAM block (MLP branch only) would
     return input + attention."""
-    from custom_modules.vitdet import WindowedViT
+    from custom_modules.models.vitdet import WindowedViT
     torch.manual_seed(0)
     vit = WindowedViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                                 feedforward_channels=64, global_attn_indexes=[1]),

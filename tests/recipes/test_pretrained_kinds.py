@@ -14,9 +14,9 @@ from mmengine.registry import MODELS, init_default_scope
 from model_converters import mocov2_to_torchvision as moco2tv
 
 import custom_modules  # noqa: F401
-from custom_modules.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_checkpoint,
-                                        checkpoint_kind, load_state_dict_file)
-from custom_modules.config_edits import set_pretrained
+from toolkit.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_checkpoint,
+                                 checkpoint_kind, load_state_dict_file)
+from toolkit.config_edits import set_pretrained
 from helpers import REPO
 
 

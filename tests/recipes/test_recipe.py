@@ -28,7 +28,7 @@ WORK_DIR = 'work_dirs/faster-rcnn_r50-mocov2-pre_fpn_2xb2-{}_labeled/'
 
 @pytest.fixture(scope='module')
 def moco_cfg():
-    import custom_modules.moco_transforms  # noqa: F401  (the MoCo config's custom_imports)
+    import custom_modules.datasets.transforms.moco  # noqa: F401  (the MoCo config's custom_imports)
     return Config.fromfile(MOCO)
 
 

@@ -24,7 +24,7 @@ from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import custom_modules  # noqa: F401
-from custom_modules.checkpoints import check_detector_checkpoint
+from toolkit.checkpoints import check_detector_checkpoint
 from custom_modules.datasets import LABELED_CLASSES
 from make_synthetic_data import make_dataset
 from model_converters import mocov2_to_torchvision as moco2tv
@@ -254,6 +254,7 @@ def test_anchors_are_torchvisions():
     """Rounded base anchors, and P6's stride from the padded size: 800 px -> P5 25 -> P6 13,
     stride 800 // 13 = 61 (mmdet's AnchorGenerator: 64)."""
     cfg = Config.fromfile(TV_CONFIG).model.rpn_head.anchor_generator
+    init_default_scope('mmdet')  # as the config's runner does, whatever a test before set
     ours = TASK_UTILS.build(cfg)
     sizes = [(200, 264), (100, 132), (50, 66), (25, 33), (13, 17)]
     theirs = seed_model().rpn.anchor_generator(

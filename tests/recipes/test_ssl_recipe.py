@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file
-from custom_modules.sync_norm import AnyDeviceSyncBN
+from toolkit.checkpoints import checkpoint_kind, load_state_dict_file
+from custom_modules.models.sync_norm import AnyDeviceSyncBN
 from helpers import REPO, run_tool, write_sample
 
 CFG = os.path.join(REPO, 'configs/faster_rcnn')
@@ -90,7 +90,7 @@ def test_ssl_model_trains_batchnorm_and_is_plain_bn_on_one_process():
 def runner_warmup(cfg, gpus, per_gpu):
     """The warm-up's end in iterations as tools/train.py sets it on the runner of a run on
     ``gpus`` processes of ``per_gpu`` images, and what it logged."""
-    from custom_modules.warmup import set_ends_from_images
+    from toolkit.warmup import set_ends_from_images
     logged = []
     runner = types.SimpleNamespace(
         world_size=gpus, param_schedulers=cfg.param_scheduler,
@@ -117,8 +117,8 @@ def test_train_sets_the_warmup_in_iterations_before_training(tiny, tmp_path, mon
     1 x 4 images) before it trains; ``end`` beside ``end_images`` is a user error."""
     import train
 
-    from custom_modules.console import QuietRunner
-    from custom_modules.user_errors import UserError
+    from toolkit.console import QuietRunner
+    from custom_modules.errors import UserError
 
     class Runner(types.SimpleNamespace):
         def train(self):
@@ -264,7 +264,7 @@ def test_precise_bn_sets_the_mean_of_the_batch_statistics(tiny, tmp_path):
 
     from mmdet.registry import HOOKS
 
-    from custom_modules.precise_bn import PreciseBNHook
+    from custom_modules.engine.hooks.precise_bn_hook import PreciseBNHook
     model, loader = precise_bn_setup(tiny['labeled'], tmp_path)
     means, variances = [], []
     with torch.no_grad():
@@ -299,7 +299,7 @@ def test_precise_bn_sets_the_mean_of_the_batch_statistics(tiny, tmp_path):
 
 
 def _two_process_precise_bn(rank, labeled, tmp):
-    from custom_modules.precise_bn import update_bn_stats
+    from custom_modules.engine.hooks.precise_bn_hook import update_bn_stats
     model, loader = precise_bn_setup(labeled, os.path.join(tmp, f'index{rank}'))
     records = record_bn_batches(model)
     used = update_bn_stats(model, loader(), 2)

@@ -1,4 +1,4 @@
-"""The Slurm chain when a stage fails or a folder was trained before (issue #19, cases 5 and 6),
+"""The Slurm chain when a stage fails or a folder was trained before,
 on the one-node test cluster: the real tools/slurm scripts over tests/slurm/test_slurm.py's wrapper
 configs under the real configs' names (CONFIG_DIR), tiny generated data, a generated MoCo
 checkpoint (MOCO=...) and short schedules (MOCO_EPOCHS, DET_EPOCHS). One chain serves the
@@ -99,7 +99,7 @@ def our_jobs(slurm, folder):
     return [line.split()[0] for line in out.splitlines() if line.split()[1:] == [str(folder)]]
 
 
-# --- case 6: a rehearsal's work folder is refused when the real pipeline is submitted ---------
+# --- a rehearsal's work folder is refused when the real pipeline is submitted ---------
 
 @pytest.mark.slow
 def test_rehearsal_pretraining_folder_is_refused_at_submit_time(rig):

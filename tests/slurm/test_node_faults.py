@@ -1,6 +1,5 @@
-"""Faults of one rank or node of a multi-process run (issue 19): an unreadable PNG that a rank
-other than 0 reads (case 8), a node that dies without a signal (case 11: the time-based in-epoch
-checkpoint), and the time-limit signal to a job across two nodes. The Slurm tests run on the
+"""Faults of one rank or node of a multi-process run: an unreadable PNG that a rank other than
+0 reads, a node that dies without a signal (the time-based in-epoch checkpoint), and the time-limit signal to a job across two nodes. The Slurm tests run on the
 two-node cluster and work folder of tests/slurm/test_multinode.py with a tiny MoCo (ResNet-18,
 24 px PNGs, one epoch), whose uninterrupted two-node run they must match."""
 import glob
@@ -20,8 +19,8 @@ from mmengine.runner import Runner
 from PIL import Image
 
 import custom_modules  # noqa: F401  (registers the hooks and the loop)
-from custom_modules import resumable
-from custom_modules.resume_policy import latest_resume_point
+from custom_modules.engine.hooks import time_limit_hook
+from toolkit.resume_policy import latest_resume_point
 from helpers import REPO, run_tool
 from slurm_jobs import cluster_env, probes, slurm_train, wait_for
 
@@ -98,7 +97,7 @@ def _iters(work, rank):
     return [(int(i), float(t)) for i, t in (line.split() for line in open(path))]
 
 
-# ------------------------------------------------------------------------------------ case 8
+# ------------------------------------------------------- an unreadable image on rank 1
 
 @pytest.mark.slow
 def test_unreadable_png_on_rank_1_is_logged_by_name(two_node_env):
@@ -126,7 +125,7 @@ def test_unreadable_png_on_rank_1_is_logged_by_name(two_node_env):
     assert rank1 in main  # the summary says where rank 1's files are named
 
 
-# ----------------------------------------------------------------------- case 11, unit level
+# ------------------------------------------------ the timed in-epoch checkpoint, unit level
 
 class _ToyModel(BaseModel):
     def __init__(self):
@@ -189,7 +188,7 @@ def test_timed_checkpoint_keeps_the_newest_and_resumes_from_it(tmp_path, monkeyp
     ``save_every_minutes`` (rank 0's clock), only the newest kept, a resume point that continues
     exactly as the run would have."""
     clock = _Clock()
-    monkeypatch.setattr(resumable, 'monotonic', clock, raising=False)
+    monkeypatch.setattr(time_limit_hook, 'monotonic', clock, raising=False)
     steps = _Steps(clock)
     reference = _toy_runner(tmp_path / 'reference', steps)
     reference.train()
@@ -211,7 +210,7 @@ def test_timed_checkpoint_keeps_the_newest_and_resumes_from_it(tmp_path, monkeyp
 
 def test_timed_checkpoint_off(tmp_path, monkeypatch, signals_restored):
     clock = _Clock()
-    monkeypatch.setattr(resumable, 'monotonic', clock, raising=False)
+    monkeypatch.setattr(time_limit_hook, 'monotonic', clock, raising=False)
     steps = _Steps(clock)
     _toy_runner(tmp_path / 'work', steps, every=None).train()
     assert not any(steps.seen)

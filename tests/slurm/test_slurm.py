@@ -37,7 +37,7 @@ def env(module_tmp, synthetic_root, moco_checkpoint):
         det(f'{DET}-{stage}_labeled')
     short = det('short', 'train_cfg = dict(max_epochs=14)', base=f'{DET}-s1-23e_labeled')
     ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None  # as in the demo')
-    # the SSL recipe's BatchNorm, synchronized over gloo (custom_modules/sync_norm.py)
+    # the SSL recipe's BatchNorm, synchronized over gloo (custom_modules/models/sync_norm.py)
     ssl = det(SSL_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None\n'
               'model = dict(backbone=dict(init_cfg=None))')
     moco = cfg_dir / 'mocov2' / f'{MOCO_DEMO}.py'

@@ -1,4 +1,4 @@
-"""custom_modules/console.py and SeedCocoMetric: the terminal shows progress, warnings that need
+"""tools/toolkit/console.py and SeedCocoMetric: the terminal shows progress, warnings that need
 action and results; dumps and known no-action messages go to the log file only."""
 import csv
 import logging
@@ -12,8 +12,8 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModel
 
-from custom_modules import console
-from custom_modules.coco_summary import SeedCocoMetric
+from toolkit import console
+from custom_modules.evaluation.seed_coco_metric import SeedCocoMetric
 from custom_modules.datasets.classes import LABELED_CLASSES
 from helpers import PY, run_tool
 
@@ -87,10 +87,9 @@ def test_drop_lines_passes_everything_else(capsys):
 
 def test_quiet_imports_hides_the_onedl_line_in_a_fresh_interpreter():
     # a fresh interpreter: the line is printed only at the first import of each module. The
-    # tools run console.py by path (importing the custom_modules package imports mmdet), then
-    # import custom_modules.
-    code = ('import runpy; '
-            'runpy.run_path("custom_modules/console.py")["quiet_imports"](); '
+    # tools start with the bootstrap, then import custom_modules.
+    code = ('import sys; sys.path.insert(0, "tools"); '
+            'from toolkit import bootstrap; bootstrap.setup(); '
             'import custom_modules, mmdet.datasets, mmdet.datasets.transforms, '
             'mmpretrain.datasets; '
             'print("after")')

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from custom_modules.datasets import LABELED_CLASSES
-from custom_modules.user_errors import UserError
-from custom_modules.user_errors import run_tool as run_main
+from custom_modules.errors import UserError
+from toolkit.bootstrap import run as run_main
 from helpers import REPO, run_tool, write_sample
 
 DET = os.path.join(REPO, 'configs/faster_rcnn',

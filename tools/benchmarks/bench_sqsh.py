@@ -5,7 +5,7 @@
 
 Index part: NUM tiny files in one folder (``unlabeled/000000.png`` ..., the course image's
 layout) packed by mksquashfs (gzip, as the default), then
-  index cold   - custom_modules.squashfs: index built from the image (empty cache folder)
+  index cold   - custom_modules.fileio.squashfs: index built from the image (empty cache folder)
   index cached - the same, the on-disk index cache mapped
   unsquashfs   - ``unsquashfs -l`` (list every path) and ``unsquashfs -d`` (unpack: the seed's way)
   scandir walk - listing the unpacked folder (``os.scandir``, recursive)
@@ -68,7 +68,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 what, arg, cache = sys.argv[1], sys.argv[2], sys.argv[3]
 if what == 'index':
-    from custom_modules import squashfs
+    from custom_modules.fileio import squashfs
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
@@ -197,7 +197,7 @@ def rate(read, paths, decode: bool, workers: int) -> float:
 def throughput_part(work: str, n: int, workers: int) -> None:
     import cv2
     cv2.setNumThreads(1)
-    from custom_modules import squashfs
+    from custom_modules.fileio import squashfs
     src = osp.join(work, 'png')
     image = osp.join(work, 'png.sqsh')
     if not osp.isfile(image):

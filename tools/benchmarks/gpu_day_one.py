@@ -41,7 +41,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 from make_synthetic_data import CLASS_STYLES, make_dataset  # noqa: E402
 
-EXIT_TIME_LIMIT = 75  # custom_modules/resumable.py: a run stopped by SIGUSR1
+EXIT_TIME_LIMIT = 75  # custom_modules/engine/hooks/time_limit_hook.py: a run stopped by SIGUSR1
 POLL_S = 0.1
 # docs/performance.md, one H200, training steps only (no decoding or augmentation)
 H200_MOCO = 'MoCo v2 R50, AMP, batch 32: 986 img/s'

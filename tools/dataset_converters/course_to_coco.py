@@ -39,24 +39,25 @@ import argparse
 import json
 import os
 import os.path as osp
-import runpy
 import shutil
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-# custom_modules imports mmdet, which prints a notice about an optional package: drop it
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: the toolkit
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
 
 from mmengine import fileio  # noqa: E402
 
 from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import LabeledDataError, load_split  # noqa: E402
-from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root  # noqa: E402
-from custom_modules.user_errors import UserError, run_tool  # noqa: E402
+from custom_modules.fileio.sqsh_backend import is_sqsh_uri  # noqa: E402
+from custom_modules.errors import UserError  # noqa: E402
+from custom_modules.fileio.atomic_local import atomic_open  # noqa: E402
+from toolkit.data_source import describe  # noqa: E402
 
 SPLITS = ('training', 'validation')
 LINK_MODES = ('symlink', 'copy', 'none')
@@ -114,30 +115,24 @@ def _place_image(src: str, dst: str, link: str) -> None:
 def _write_json(path: str, description: str, records) -> tuple[int, int]:
     """Stream one split's COCO file (atomically: a reader never sees half of one);
     returns (boxes, boxes under 1 px)."""
-    tmp = f'{path}.{os.getpid()}.tmp'
     boxes = under_1px = 0
-    try:
-        with open(tmp, 'w') as f:
-            f.write('{"info": %s,\n"licenses": [],\n"categories": %s,\n"images": [' % (
-                json.dumps(dict(description=description)), json.dumps(CATEGORIES)))
-            for i, r in enumerate(records):
-                f.write((',\n' if i else '\n') + json.dumps(dict(
-                    id=r.img_id, file_name=osp.basename(r.img_path), width=r.width,
-                    height=r.height)))
-            f.write('\n],\n"annotations": [')
-            for r in records:
-                for box, label in zip(r.bboxes, r.labels):
-                    bbox = coco_bbox(box)
-                    under_1px += bbox[2] < 1 or bbox[3] < 1
-                    f.write((',\n' if boxes else '\n') + json.dumps(dict(
-                        id=boxes + 1, image_id=r.img_id, category_id=int(label) + 1, bbox=bbox,
-                        area=bbox[2] * bbox[3], iscrowd=0)))
-                    boxes += 1
-            f.write('\n]}\n')
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    with atomic_open(path, 'w') as f:
+        f.write('{"info": %s,\n"licenses": [],\n"categories": %s,\n"images": [' % (
+            json.dumps(dict(description=description)), json.dumps(CATEGORIES)))
+        for i, r in enumerate(records):
+            f.write((',\n' if i else '\n') + json.dumps(dict(
+                id=r.img_id, file_name=osp.basename(r.img_path), width=r.width,
+                height=r.height)))
+        f.write('\n],\n"annotations": [')
+        for r in records:
+            for box, label in zip(r.bboxes, r.labels):
+                bbox = coco_bbox(box)
+                under_1px += bbox[2] < 1 or bbox[3] < 1
+                f.write((',\n' if boxes else '\n') + json.dumps(dict(
+                    id=boxes + 1, image_id=r.img_id, category_id=int(label) + 1, bbox=bbox,
+                    area=bbox[2] * bbox[3], iscrowd=0)))
+                boxes += 1
+        f.write('\n]}\n')
     return boxes, under_1px
 
 
@@ -150,8 +145,11 @@ def convert(src: str, out: str, splits=SPLITS, link: str | None = None,
     ``cache_dir``/``num_workers``: the course reader's index cache and parsing processes.
     Every split is read and checked before anything is written; bad input raises UserError.
     """
-    src_root = resolve_data_root(src, 'SRC')
-    in_image = is_sqsh_uri(src_root)
+    source = describe(src, 'SRC')
+    if source.kind == 'coco':
+        raise UserError(f'SRC {src} is COCO-format data already (annotations/instances_*.json): '
+                        'train on it with --data-root as it is')
+    src_root, in_image = source.root, source.in_image
     if link is None:
         link = 'copy' if in_image else 'symlink'
     if link not in LINK_MODES:
@@ -215,4 +213,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run_tool(main))
+    sys.exit(bootstrap.run(main))

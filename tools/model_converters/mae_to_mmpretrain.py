@@ -14,18 +14,16 @@ sizes the file has before it is written, so nothing can be left out or misnamed.
 """
 import argparse
 import os.path as osp
-import runpy
 import re
 import sys
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
-from custom_modules.checkpoints import KIND_NAMES, checkpoint_kind  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: the toolkit
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
+from toolkit.checkpoints import KIND_NAMES, checkpoint_kind  # noqa: E402
 
 # timm's Block -> mmpretrain's TransformerEncoderLayer (encoder and decoder blocks alike)
 _BLOCK = (('norm1.', 'ln1.'), ('norm2.', 'ln2.'), ('mlp.fc1.', 'ffn.layers.0.0.'),

@@ -13,18 +13,16 @@ downsample.0/1), so only the ``backbone.`` prefix goes.
 """
 import argparse
 import os.path as osp
-import runpy
 import sys
 
 import torch
 import torchvision
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
-from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: the toolkit
+from toolkit import bootstrap  # noqa: E402
+
+bootstrap.setup()
+from toolkit.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
 
 
 def load_moco_backbone(path: str) -> dict:

@@ -25,24 +25,22 @@ ground-truth box get no gradient, only weight decay, and stay small like the bac
 """
 import argparse
 import os.path as osp
-import runpy
 import re
 import sys
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)  # custom_modules, from any working directory
-# mmdet and mmpretrain print a notice about an optional package when first imported: import them
-# with it dropped (custom_modules/console.py), by path, as importing custom_modules imports mmdet
-runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: the toolkit
+from toolkit import bootstrap  # noqa: E402
+
+ROOT = bootstrap.setup()
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import DefaultScope, init_default_scope  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 
 import custom_modules  # noqa: E402,F401  (the config's TorchvisionAnchorGenerator)
-from custom_modules.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
+from toolkit.checkpoints import checkpoint_kind, load_state_dict_file  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'faster_rcnn',
                           'faster-rcnn_r50-tv-e2e_fpn_1xb2_labeled-val.py')

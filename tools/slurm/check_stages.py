@@ -34,9 +34,11 @@ def fail(message):
 
 
 def main(argv):
-    train = runpy.run_path(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'train.py'))
-    from custom_modules.resume_policy import ChangedInputsError
-    from custom_modules.user_errors import UserError
+    tools = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    sys.path.insert(0, tools)  # the toolkit, as train.py finds it beside itself
+    train = runpy.run_path(osp.join(tools, 'train.py'))
+    from toolkit.resume_policy import ChangedInputsError
+    from custom_modules.errors import UserError
     for args_var, gpus, args in stages(argv):
         os.environ['WORLD_SIZE'] = gpus  # what the record holds for the job's processes
         said = io.StringIO()  # train.py's notes (e.g. what --pretrained is): only the verdict

@@ -117,8 +117,9 @@ if bad:
     print("; ".join(bad))
     sys.exit(1)
 print("imports ok")
-import runpy
+import os.path, runpy
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does
 runpy.run_path(sys.argv[0], run_name="__main__")'
 if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
         --split training --split validation 2>&1); then

@@ -1,10 +1,9 @@
 """What a checkpoint file is, so that every tool refuses a wrong file the same way."""
-import os
 import os.path as osp
 
 import torch
 
-from .user_errors import UserError
+from custom_modules.errors import UserError
 
 
 def load_state_dict_file(path: str) -> dict:
@@ -163,29 +162,6 @@ def check_detector_checkpoint(path: str) -> None:
     raise UserError(f'{path} is {what}. Evaluation needs a full detector checkpoint written by '
                     'tools/train.py with a Faster R-CNN config (e.g. work_dirs/<config>/'
                     'epoch_37.pth); backbone checkpoints are for --pretrained when training.')
-
-
-def best_checkpoint(work_dirs) -> tuple[str, str]:
-    """(path, why) of the checkpoint with the highest validation score among the ``best_*.pth``
-    files of ``work_dirs``. A later stage inherits the earlier stages' best score and writes its
-    own best file only when it beats them (OwnBestCheckpointHook), so this is the best over the
-    whole staged schedule; the score is read from each file's training state."""
-    found = []
-    for work_dir in work_dirs:
-        for name in sorted(os.listdir(work_dir)) if osp.isdir(work_dir) else []:
-            if name.startswith('best_') and name.endswith('.pth'):
-                path = osp.join(work_dir, name)
-                ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-                info = ckpt.get('message_hub', {}).get('runtime_info', {})
-                if 'best_score' in info:
-                    found.append((float(info['best_score']), ckpt['meta'].get('epoch', 0), path))
-    if not found:
-        raise UserError(f'no best_*.pth checkpoint with a validation score in {", ".join(work_dirs)}'
-                        ': give the checkpoint to evaluate instead (e.g. the last epoch_N.pth)')
-    score, epoch, path = max(found)
-    return path, (f'best validation score {score:.4f} during training, epoch {epoch}, among '
-                  f'{len(found)} best_*.pth in {len(work_dirs)} folders; the seed also reported '
-                  'its best checkpoint')
 
 
 def checkpoint_classes(path: str) -> tuple | None:

@@ -1,25 +1,10 @@
-"""Mistakes a user can fix, reported by the tools as one line.
-
-The checks here, and the other checks the tools run before building the runner, raise
-:class:`UserError`; ``run_tool`` prints it as ``error: ...`` (the message names the fix) and
-exits with status 2: no traceback, no config dump before it.
-"""
+"""Checks the tools run before building the runner, so a mistake a user can fix ends in one
+``UserError`` line (bootstrap.run) instead of a traceback after the config dump."""
 import os.path as osp
-import sys
 
 import torch
 
-
-class UserError(ValueError):
-    pass
-
-
-def run_tool(main, argv=None):
-    try:
-        return main(argv)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr, flush=True)
-        sys.exit(2)
+from custom_modules.errors import UserError
 
 
 def check_amp(amp: bool) -> None:
@@ -41,8 +26,7 @@ def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_d
     checked inside the image and set to the ``sqsh://`` path the datasets read."""
     from mmengine import fileio
 
-    from custom_modules.squashfs import split_image_path
-    from custom_modules.sqsh_backend import resolve_data_root
+    from .data_source import describe, is_data_path
     for name in names:
         loader = cfg.get(name)
         if not loader:
@@ -51,11 +35,10 @@ def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_d
         if ds.get('type') == 'CocoFormatDataset':
             continue  # config_edits.setup_coco checks its annotation file and images
         root = ds.get('data_root')
-        if root and not osp.isdir(root) and split_image_path(root) is not None:
-            root = ds['data_root'] = resolve_data_root(root, flag)
-        elif not root or not osp.isdir(root):
+        if not is_data_path(root):
             raise UserError(f'data folder {root!r} ({name}) does not exist: give the dataset '
                             f'with {flag} DIR')
+        root = ds['data_root'] = describe(root, flag).root
         split = ds.get('split')
         if split and not fileio.isdir(fileio.join_path(root, split)):
             raise UserError(f'{root} has no split folder {split!r} (it has: '

@@ -9,9 +9,9 @@ import re
 
 from mmengine.config import Config
 
-from custom_modules.user_errors import UserError
+from custom_modules.errors import UserError
 
-from custom_modules.checkpoints import (DETECTOR_KINDS, KIND_NAMES, OPTIONAL_BACKBONE_TENSORS,
+from .checkpoints import (DETECTOR_KINDS, KIND_NAMES, OPTIONAL_BACKBONE_TENSORS,
                                         backbone_prefix, backbone_tensor_fits, checkpoint_kind,
                                         class_list, load_state_dict_file)
 
@@ -30,20 +30,15 @@ def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader'
 
 def set_data_root(cfg: Config, data_root: str, names=None) -> None:
     """Point every dataloader (or those in ``names``) at another dataset folder, or at a
-    squashfs image or a folder inside one (custom_modules/sqsh_backend.py). A folder with
-    ``annotations/instances_*.json`` is read as COCO-format data by the detection datasets."""
-    from custom_modules.datasets.coco_det import is_coco_root
-    from custom_modules.sqsh_backend import is_sqsh_uri, resolve_data_root
-    given, data_root = data_root, resolve_data_root(data_root)
-    coco = is_coco_root(data_root)
-    if coco and is_sqsh_uri(data_root):
-        raise UserError(f'--data-root {given}: COCO-format data is read from a folder, not from '
-                        f'inside a squashfs image: unpack it (unsquashfs -d DIR IMAGE)')
+    squashfs image or a folder inside one (data_source.describe). COCO-format data
+    (``annotations/instances_*.json``) is read by the COCO dataset type."""
+    from .data_source import describe
+    source = describe(data_root)
     for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
-        ds['data_root'] = data_root
-        if coco:
+        ds['data_root'] = source.root
+        if source.is_coco:
             _to_coco(ds)
-    cfg.data_root = data_root
+    cfg.data_root = source.root
 
 
 # LabeledDetDataset's own arguments, which mmdet's CocoDataset does not take
@@ -137,7 +132,7 @@ def set_num_classes(cfg: Config, n: int) -> None:
 
 def set_pretrained(cfg: Config, path: str, backbone_from_detector: bool = False) -> str:
     """Backbone checkpoint for a detection config: reads the file once, finds what wrote it
-    (custom_modules.checkpoints.checkpoint_kind), sets model.backbone.init_cfg.checkpoint and
+    (toolkit.checkpoints.checkpoint_kind), sets model.backbone.init_cfg.checkpoint and
     .prefix to select its ResNet, and returns a one-line description for the tool to print.
 
     Raises UserError, naming what the file is and what to do, for an unrecognized file, for a

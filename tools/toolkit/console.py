@@ -97,11 +97,9 @@ def quiet_imports() -> None:
     stdout; later imports of them are silent (Python caches modules). Anything else they print
     still shows. A module that is not installed is skipped; a module imported before is not
     imported again (its line, if any, has been printed already), so the tools call this first,
-    before anything imports mmdet. Importing the custom_modules package does (its registrations
-    import mmdet and mmpretrain), so they run this file by path instead of importing it:
-    ``runpy.run_path(osp.join(ROOT, 'custom_modules', 'console.py'))['quiet_imports']()``.
-    Not undone by set_verbose: the line is a DEBUG message that upstream means to hide, and the
-    tools call this before they parse --verbose."""
+    before anything imports mmdet (bootstrap.setup; importing custom_modules imports mmdet and
+    mmpretrain). Not undone by set_verbose: the line is a DEBUG message that upstream means to
+    hide, and the tools call this before they parse --verbose."""
     out = _DropLines(sys.stdout, _IMPORT_NOISE)
     with contextlib.redirect_stdout(out):
         try:

@@ -8,7 +8,7 @@ import subprocess
 import torch
 from mmengine.config import Config
 
-from custom_modules.user_errors import UserError
+from custom_modules.errors import UserError
 
 
 def _first_host(nodelist: str) -> str:

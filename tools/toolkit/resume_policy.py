@@ -27,14 +27,15 @@ from typing import NamedTuple
 import torch
 from mmengine.config import Config
 
-from .atomic_io import AtomicLocalBackend
+from custom_modules.errors import UserError
+from custom_modules.fileio.atomic_local import AtomicLocalBackend
+from custom_modules.fileio.sqsh_backend import image_identity, is_sqsh_uri
+
 from .launch import launch_rank
-from .sqsh_backend import image_identity, is_sqsh_uri
-from .user_errors import UserError
 
 RECORD = 'run_inputs.json'
 # Fields that cannot change what is trained: logging, evaluation, checkpoint cadence, loader
-# workers (samples are seeded by index, see resumable.py), where the run stops
+# workers (samples are seeded by index: custom_modules/datasets/samplers.py), where the run stops
 # (train_cfg.max_epochs: continuing a schedule further is the same run) and launch details.
 _IGNORED = ('work_dir', 'resume', 'load_from', 'launcher', 'env_cfg', 'model_wrapper_cfg',
             'custom_imports', 'train_cfg.max_epochs', 'log_level', 'log_processor',

@@ -12,7 +12,7 @@ the LR.
 import copy
 import math
 
-from custom_modules.user_errors import UserError
+from custom_modules.errors import UserError
 
 
 def _entries(schedulers):

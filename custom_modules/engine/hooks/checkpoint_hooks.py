@@ -1,63 +1,18 @@
-"""Training guards."""
-import math
+"""Checkpoints the staged schedule keeps: an epoch's weights that outlive max_keep_ckpts, and a
+best score carried from one stage to the next."""
 import os
-import random
 
-import numpy as np
-import torch
-from mmengine.dist import get_rank
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
 
 def checkpoint_backend_args(runner):
     """The ``backend_args`` of the runner's CheckpointHook (``default_hooks.checkpoint``; the
-    configs choose the crash-safe ``atomic_local`` backend, custom_modules/atomic_io.py): our
-    hooks that save a checkpoint pass them on, so every checkpoint file is written the same way.
+    configs choose the crash-safe ``atomic_local`` backend, custom_modules/fileio/atomic_local.py):
+    our hooks that save a checkpoint pass them on, so every checkpoint file is written the same
+    way.
     None (mmengine's default backend) without a CheckpointHook."""
     return next((h.backend_args for h in runner.hooks if isinstance(h, CheckpointHook)), None)
-
-
-@HOOKS.register_module()
-class FiniteLossHook(Hook):
-    """Stop at the first NaN/inf loss, naming the iteration.
-
-    Runs before the checkpoint hook, so a diverged step is never saved: the last checkpoint
-    in the work folder stays usable for ``--resume`` after lowering the LR or fixing the data.
-    """
-
-    priority = 'VERY_HIGH'
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        losses = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                  for k, v in (outputs or {}).items() if k.startswith('loss')}
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-            raise FloatingPointError(
-                f'non-finite loss {bad} at iteration {runner.iter + 1} (epoch {runner.epoch + 1}, '
-                f'batch {batch_idx + 1}); stopped before saving this step. The last checkpoint in '
-                f'{runner.work_dir} is intact: lower the lr or fix the data, then --resume.')
-
-
-@HOOKS.register_module()
-class EpochSeedHook(Hook):
-    """Reseed Python, NumPy and torch RNGs at the start of every training epoch from
-    (seed, epoch, rank).
-
-    Random augmentation and RoI sampling in an epoch then depend on nothing that happened
-    before it, so a job resumed from an epoch checkpoint (requeue, preemption, kill -9, or the
-    next stage of a staged schedule) replays exactly what an uninterrupted run does. Saving RNG
-    states in checkpoints is not enough: the runner draws from torch's RNG between epochs
-    (measured here), so a state captured at checkpoint time is not the one the next epoch sees.
-    """
-
-    priority = 'HIGHEST'
-
-    def before_train_epoch(self, runner) -> None:
-        seed = (int(runner.seed or 0) + 1_000_003 * runner.epoch + 7_919 * get_rank()) % 2**32
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)  # all devices
 
 
 @HOOKS.register_module()

@@ -1,0 +1,278 @@
+"""Stop before a time limit, save a resume point, requeue.
+
+:class:`TimeLimitHook`: on SIGUSR1 (``sbatch --signal=USR1@SECONDS``) every rank stops after the
+current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job; on SIGTERM
+(preemption, ``scancel``, ``scontrol requeue``) the same save, and Slurm decides about the
+requeue. It also saves ``iter_N.pth`` every ``save_every_minutes`` inside an epoch, for the faults
+that send no signal (``kill -9``, a node that dies).
+"""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from time import monotonic
+
+import torch
+import torch.distributed as dist
+from mmengine.dist import all_gather_object, barrier, is_distributed, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+from ...fileio.atomic_local import atomic_open
+from ..runner.loops import RNG_KEY, VAL_PENDING_KEY, capture_rng
+from .checkpoint_hooks import checkpoint_backend_args
+
+# exit status of a run stopped by TimeLimitHook (EX_TEMPFAIL): the work is not finished, so
+# Slurm dependants (afterok) must not start
+EXIT_TIME_LIMIT = 75
+TRAIN_SBATCH = str(Path(__file__).resolve().parents[3] / 'tools' / 'slurm' / 'train.sbatch')
+
+
+_stop_requested = 0  # the stop signal received (SIGTERM wins over SIGUSR1), 0 if none
+
+
+def _request_stop(signum, frame) -> None:
+    global _stop_requested
+    _stop_requested = max(_stop_requested, signum)
+
+
+def catch_stop_signals():
+    """Turn SIGUSR1 and SIGTERM into stop requests (their default action kills the process);
+    return SIGUSR1's previous handler."""
+    signal.signal(signal.SIGTERM, _request_stop)
+    return signal.signal(signal.SIGUSR1, _request_stop)
+
+
+class _StopSignalsIgnored:
+    """A loader worker's init: SIGUSR1 ignored, SIGTERM from anyone but the main process
+    ignored, then the loader's own init. Slurm signals every process of a job, loader workers
+    included; PyTorch's workers die of a SIGTERM their parent did not send, and the main process
+    then fails on the dead worker instead of saving. The main process stops its workers itself
+    (a SIGTERM from it still ends a worker, as in PyTorch)."""
+
+    def __init__(self, init) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        # a Python handler cannot see the sender: block SIGTERM and take it in a thread (threads
+        # started later inherit the mask)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_end_on_parents_sigterm, daemon=True).start()
+        if self.init is not None:
+            self.init(worker_id)
+
+
+def _end_on_parents_sigterm() -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == os.getppid():
+            os._exit(0)
+
+
+def _exit_status(signum: int) -> int:
+    return EXIT_TIME_LIMIT if signum == signal.SIGUSR1 else 128 + signum
+
+
+@HOOKS.register_module()
+class TimeLimitHook(Hook):
+    """Stop cleanly when Slurm announces the time limit (``--signal=USR1@SECONDS``) or ends the
+    job (SIGTERM: preemption, ``scancel``; SIGKILL follows after a grace time).
+
+    After the iteration in progress, all ranks agree to stop; rank 0 saves ``iter_N.pth`` with
+    optimizer, scheduler and every rank's RNG state and points ``last_checkpoint`` at it. On
+    SIGUSR1, inside a Slurm batch job, it then runs ``scontrol requeue`` so the job continues from
+    there (at most ``$MAX_RESTARTS`` times, default 10), and the process exits with status 75; on
+    SIGTERM Slurm requeues the job itself when it is requeueing it (preemption, ``scontrol
+    requeue``), and the process exits with status 143.
+
+    A stop during the validation after an epoch (the detection configs' COCO evaluation of the
+    whole validation set can outlast the signal's lead) saves the end of that epoch; the resumed
+    run validates it first.
+
+    Args:
+        save_every_minutes: also save ``iter_N.pth`` (the same resume point, without stopping)
+            after the first iteration that ends this long after the last checkpoint, inside an
+            epoch; each replaces the one before. None or 0: epoch checkpoints only. Rank 0's
+            clock decides, so all ranks save at the same iteration. Configs list this hook third
+            in ``custom_hooks``: ``--cfg-options custom_hooks.2.save_every_minutes=10``.
+    """
+
+    priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
+    _trained = False
+
+    _EARLY = ('SIGUSR1 arrived {when}: the job\'s time limit is shorter than its --signal lead '
+              'time, so stopping would gain nothing; training goes on until the limit ends the '
+              'job. Give the job more --time or a shorter --signal lead.')
+
+    # 30: a dead node costs at most half an hour (a V100 detection epoch) for a save of seconds
+    def __init__(self, save_every_minutes: float | None = 30) -> None:
+        self.save_every = 60 * save_every_minutes if save_every_minutes else None
+        self._saved_at = 0.0  # rank 0's clock at the last checkpoint
+        self._last = ''  # the last checkpoint seen (``last_checkpoint``)
+
+    def before_train(self, runner) -> None:
+        # tools/train.py's handler from its first line notes a signal that came while it started
+        if getattr(catch_stop_signals(), 'arrived', False):
+            runner.logger.warning(self._EARLY.format(when='before training started'))
+        for loop in (getattr(runner, 'train_loop', None), getattr(runner, 'val_loop', None)):
+            loader = getattr(loop, 'dataloader', None)
+            if getattr(loader, 'num_workers', 0) and not isinstance(loader.worker_init_fn,
+                                                                    _StopSignalsIgnored):
+                loader.worker_init_fn = _StopSignalsIgnored(loader.worker_init_fn)
+        self._trained = False
+        self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
+        self._last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        pending = runner.message_hub.get_info(VAL_PENDING_KEY)
+        if pending is not None and runner.val_loop is not None:
+            runner.message_hub.update_info(VAL_PENDING_KEY, None)
+            print_log(f'validating epoch {pending} again: a stop cut it short', logger='current')
+            runner.val_loop.run()
+
+    def after_train(self, runner) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _stop_requested == signal.SIGTERM:  # came after the last iteration: end now
+            raise SystemExit(_exit_status(signal.SIGTERM))
+
+    def _agreed(self) -> tuple[int, bool]:
+        """(the stop signal any rank received or 0, whether rank 0 finds a timed save due), the
+        same on every rank: one all_reduce per iteration carries both."""
+        due = (self.save_every is not None and is_main_process()
+               and monotonic() - self._saved_at >= self.save_every)
+        flag = torch.tensor([_stop_requested, int(due)], dtype=torch.int32)
+        if is_distributed():
+            if dist.get_backend() == 'nccl':
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag[0]), bool(flag[1])
+
+    def before_train_epoch(self, runner) -> None:
+        signum = self._agreed()[0]
+        if not signum:
+            return
+        if not self._trained:
+            if signum == signal.SIGTERM:  # nothing trained since the checkpoint it resumed
+                raise SystemExit(_exit_status(signum))
+            # a requeue now would restart into the same signal, again and again
+            global _stop_requested
+            _stop_requested = 0
+            runner.logger.warning(self._EARLY.format(
+                when='before this run trained an iteration'))
+            return
+        self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._trained = True
+        # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
+        # scheduler step, checkpoint and validation come first
+        if batch_idx + 1 < len(runner.train_dataloader):
+            signum, due = self._agreed()
+            if signum:
+                self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter + 1)
+            elif due:
+                path = self._save(runner, epoch=runner.epoch, iter_=runner.iter + 1)
+                runner.logger.info(f'in-epoch checkpoint {path} (every '
+                                   f'{self.save_every / 60:g} minutes)')
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        # every rank runs as many validation iterations (DefaultSampler pads them to the same
+        # number of samples), so they meet in this all_reduce
+        if not self._trained:  # not inside training (tools/test.py) or its first validation
+            return
+        signum = self._agreed()[0]
+        if signum:
+            runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
+            self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
+
+    def after_train_epoch(self, runner) -> None:
+        """Drop in-epoch checkpoints once an epoch checkpoint supersedes them; the time to the
+        next timed save counts from a new checkpoint."""
+        if not is_main_process():
+            return
+        last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        if last != self._last:
+            self._last, self._saved_at = last, monotonic()
+        if not last or os.path.basename(last).startswith('iter_'):
+            return
+        _remove_iter_checkpoints(runner.work_dir)
+
+    def _save(self, runner, epoch: int, iter_: int) -> str:
+        """Save the resume point ``iter_N.pth`` (every rank's RNG state included), point
+        ``last_checkpoint`` at it and drop the older in-epoch ones; return its path."""
+        runner.message_hub.update_info(RNG_KEY, all_gather_object(capture_rng()))
+        name = f'iter_{iter_}.pth'
+        path = os.path.join(runner.work_dir, name)
+        runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
+                               by_epoch=False, backend_args=checkpoint_backend_args(runner))
+        if is_main_process():
+            with atomic_open(os.path.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
+                f.write(path)
+            _remove_iter_checkpoints(runner.work_dir, keep=name)
+            self._last, self._saved_at = path, monotonic()
+        return path
+
+    def _stop(self, runner, signum: int, epoch: int, iter_: int) -> None:
+        path = self._save(runner, epoch, iter_)
+        if is_main_process():
+            why = ('SIGUSR1, e.g. the Slurm time limit is near' if signum == signal.SIGUSR1
+                   else 'SIGTERM: preemption, scancel or a requeue')
+            runner.logger.warning(f'stop requested ({why}): saved {path} at epoch {epoch + 1}, '
+                                  f'iteration {iter_}')
+            if signum == signal.SIGUSR1:
+                _requeue(runner)
+        barrier()
+        raise SystemExit(_exit_status(signum))
+
+
+def _remove_iter_checkpoints(work_dir: str, keep: str = '') -> None:
+    for name in os.listdir(work_dir):
+        if name.startswith('iter_') and name.endswith('.pth') and name != keep:
+            os.remove(os.path.join(work_dir, name))
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+def _continuation() -> str:
+    """The one command that continues this job from its saved checkpoint, as train.sbatch
+    prints it for a failed job: the chain's resubmission for a pipeline stage
+    (``PIPELINE_RESUBMIT``, exported by submit_pipeline.sh), else the job submitted again."""
+    chain = os.environ.get('PIPELINE_RESUBMIT')
+    if chain:
+        return ('Continue the chain from it (finished stages are skipped, the jobs waiting '
+                f'behind this one replaced): {chain}')
+    argv = sys.argv
+    # train.sbatch CONFIG ARGS runs `train.py CONFIG --resume ARGS --launcher slurm`
+    if len(argv) >= 5 and argv[2] == '--resume' and argv[-2:] == ['--launcher', 'slurm']:
+        return ('Continue it from its latest checkpoint: submit it again, with the same sbatch '
+                f'options, from {os.environ.get("SLURM_SUBMIT_DIR") or os.getcwd()}: sbatch ... '
+                + shlex.join([TRAIN_SBATCH, argv[1], *argv[3:-2]]))
+    return 'Continue it from its latest checkpoint: run the same command again with --resume.'
+
+
+def _requeue(runner) -> None:
+    job = os.environ.get('SLURM_JOB_ID')
+    if not job:
+        runner.logger.warning('not a Slurm job: continue with the same command and --resume')
+        return
+    restarts = int(os.environ.get('SLURM_RESTART_COUNT') or 0)
+    limit = int(os.environ.get('MAX_RESTARTS') or 10)
+    if restarts >= limit:
+        runner.logger.error(
+            f'job {job} already restarted {restarts} times (MAX_RESTARTS={limit}): not requeued '
+            'again; the job fails, and its last log lines say what continues it.')
+        return
+    r = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
+    if r.returncode:
+        runner.logger.error(f'scontrol requeue {job} failed ({r.stderr.strip()}): the job ends '
+                            f'here with exit status {EXIT_TIME_LIMIT}. {_continuation()}')
+    else:
+        runner.logger.warning(f'requeued job {job} (restart {restarts + 1} of at most {limit})')

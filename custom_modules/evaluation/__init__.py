@@ -1,0 +1,3 @@
+from .seed_coco_metric import SeedCocoMetric
+
+__all__ = ['SeedCocoMetric']

@@ -1,0 +1,39 @@
+"""What every tool does first: put the repository root on ``sys.path`` (so configs'
+``custom_imports`` find custom_modules from any working directory), import mmdet and mmpretrain
+without their notice about an optional package, and report a user's mistake as one line.
+
+    from toolkit import bootstrap
+    ROOT = bootstrap.setup()
+    ...
+    if __name__ == '__main__':
+        bootstrap.run(main)
+"""
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def setup(quiet: bool = True) -> str:
+    """The repository root, put first on ``sys.path``; ``quiet``: import the OpenMMLab packages
+    now, without their import-time notice (console.quiet_imports)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    if quiet:
+        from .console import quiet_imports
+        quiet_imports()
+    return ROOT
+
+
+def run(main, argv=None):
+    """``main(argv)``; a ``UserError`` (custom_modules/errors.py) is printed as ``error: ...`` on
+    stderr with exit status 2, no traceback."""
+    try:
+        return main(argv)
+    except ValueError as e:
+        # a UserError was raised from custom_modules, so its module is loaded: no import here
+        errors = sys.modules.get('custom_modules.errors')
+        if errors is None or not isinstance(e, errors.UserError):
+            raise
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        sys.exit(2)
