@@ -2,8 +2,9 @@
 # mmpretrain configs: how an image is decoded, and the hooks that guard a long run. Listed beside
 # the mmpretrain config in their `_base_`, so it holds only keys mmpretrain's configs leave unset.
 
-# decoded as the detection configs decode (custom_modules/datasets/transforms/loading.py): Pillow, EXIF orientation
-# not applied, 3-channel colour, 16-bit scaled; the course's RGB PNGs give the same pixels as cv2
+# decoded as the detection configs decode (custom_modules/datasets/transforms/loading.py):
+# Pillow, EXIF orientation not applied, 3-channel colour, 16-bit scaled; the course's RGB PNGs
+# give the same pixels as cv2
 load_image = dict(type='LoadImageNamed', imdecode_backend='pillow',
                   color_type='color_ignore_orientation')
 

@@ -25,9 +25,9 @@
 # speed, evaluation not included); a slower cluster that hits its time limit continues through
 # TimeLimitHook's requeue, so no staged split is needed.
 #
-# BatchNorm per setting (AnyDeviceSyncBN, custom_modules/models/sync_norm.py): on several GPUs torch's
-# SyncBN kernels; on one process plain BN; on several CPU processes (gloo) it all-reduces the
-# statistics itself, as torch's SyncBN (and DDP with it) supports CUDA tensors only.
+# BatchNorm per setting (AnyDeviceSyncBN, custom_modules/models/sync_norm.py): on several GPUs
+# torch's SyncBN kernels; on one process plain BN; on several CPU processes (gloo) it all-reduces
+# the statistics itself, as torch's SyncBN (and DDP with it) supports CUDA tensors only.
 _base_ = './faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py'
 
 batch_size = 8  # per GPU

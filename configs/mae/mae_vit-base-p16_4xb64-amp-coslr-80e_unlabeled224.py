@@ -62,7 +62,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-8,
          by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
-# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/engine/runner/loops.py)
+# stops at stop_epoch; resumes inside an epoch after a time-limit stop
+# (custom_modules/engine/runner/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 # the LR above is for 4 x 64 images per iteration (x 2 accumulated)
 auto_scale_lr = dict(enable=True, base_batch_size=256)

@@ -59,7 +59,8 @@ optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0, end=max_epochs)
 ]
-# stops at stop_epoch; resumes inside an epoch after a time-limit stop (custom_modules/engine/runner/loops.py)
+# stops at stop_epoch; resumes inside an epoch after a time-limit stop
+# (custom_modules/engine/runner/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=stop_epoch)
 auto_scale_lr = dict(enable=True, base_batch_size=128)
 randomness = dict(seed=seed)

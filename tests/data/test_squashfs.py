@@ -13,6 +13,7 @@ import pytest
 from custom_modules.fileio import squashfs
 from custom_modules.fileio.squashfs import (SquashfsError, SquashfsImage, open_image,
                                             split_image_path)
+from helpers import PY, REPO, run_tool
 from squashfs_tools import (HashDataset, make_tree, mksquashfs, mksquashfs_unavailable,
                             tree_hashes)
 
@@ -332,3 +333,68 @@ def test_split_image_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert split_image_path('data/sets/u.sqsh/a/b') == ('data/sets/u.sqsh', 'a/b')
     assert split_image_path('sqsh://data/sets/u.sqsh') == ('data/sets/u.sqsh', '')
+
+
+
+@needs_mksquashfs
+def test_an_image_replaced_while_in_use_stops_reads(build, tmp_path, cache):
+    """Another image moved over an open one (os.replace) is never read in its place: the next
+    read through the sqsh:// backend raises the changed-on-disk error naming the image."""
+    from mmengine import fileio
+
+    import custom_modules.fileio.sqsh_backend  # noqa: F401 (registers sqsh://)
+    src = tmp_path / 'other'
+    src.mkdir()
+    (src / 'tiny.txt').write_bytes(b'another image')
+    other = mksquashfs(str(src), str(tmp_path / 'other.sqsh'))
+    path = _copy(build('gzip'), tmp_path / 'data.sqsh')
+    uri = 'sqsh://' + path + '/tiny.txt'
+    assert fileio.get(uri) == b'x'
+    os.replace(other, path)
+    with pytest.raises(SquashfsError, match=f'^{path}: the squashfs image changed on disk'):
+        fileio.get(uri)
+    with pytest.raises(SquashfsError, match='changed on disk'):
+        open_image(path)
+
+
+@needs_mksquashfs
+def test_an_image_replaced_during_training_is_one_error_line(tmp_path):
+    """The unlabeled dataset does not skip a replaced image's files as unreadable ones, and the
+    error raised in a DataLoader worker reaches the tool as one line naming the image."""
+    from PIL import Image
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(4):
+        Image.new('RGB', (24, 24), (i, 9, 9)).save(src / f'{i}.PNG')
+    path = mksquashfs(str(src), str(tmp_path / 'u.sqsh'))
+    os.remove(src / '3.PNG')
+    other = mksquashfs(str(src), str(tmp_path / 'v.sqsh'))
+    script = f"""
+import os, sys
+sys.path[:0] = [{os.path.join(REPO, 'tools')!r}]
+from toolkit import bootstrap
+bootstrap.setup()
+def main(argv):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
+    import custom_modules.datasets.unlabeled  # noqa: F401
+    cfg = Config.fromfile({os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')!r})
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.update(type='UnlabeledImageFolder', data_root='sqsh://' + {path!r})
+    init_default_scope('mmpretrain')
+    ds = DATASETS.build(ds_cfg)
+    ds[0]
+    os.replace({other!r}, {path!r})
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1,
+                                         collate_fn=lambda b: b)
+    for _ in loader:
+        pass
+    print('read', ds.unreadable.num_files, 'unreadable')
+bootstrap.run(main)
+"""
+    r = run_tool(PY, '-c', script)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.stdout[-2000:], r.stderr[-3000:])
+    assert lines[0].startswith(f'error: {path}: the squashfs image changed on disk'), lines[0]
