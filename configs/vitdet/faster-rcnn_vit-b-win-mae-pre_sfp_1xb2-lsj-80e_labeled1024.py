@@ -7,6 +7,9 @@
 # 7x7 RoIAlign, 1024-px large-scale jitter without colour jitter, AdamW 1e-4 at 64 images with
 # weight decay 0.1 and layer decay 0.7, 250 warm-up iterations from 0.001, x0.1 at 89% and 96%.
 # Where it is not ViTDet, and why:
+# - the backbone: ViTDet starts from the official MAE ViT-B (1600 epochs on ImageNet-1k,
+#   normalized-pixel targets); ours from our MAE ViT-B pretrained on the unlabeled set with plain
+#   pixel targets (configs/mae/), as the peer's recipe.
 # - Faster R-CNN, not Mask R-CNN: the labeled set has boxes only (no mask head, no mask loss).
 # - 1 GPU x 2 images instead of 64: the LR follows the batch linearly (auto_scale_lr from 64):
 #   1 x 2 -> 3.125e-6, 4 x 16 -> 1e-4 (ViTDet's own); the warm-up covers ViTDet's 16,000

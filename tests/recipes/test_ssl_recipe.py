@@ -41,6 +41,9 @@ def test_ssl_recipe_numbers():
     assert resize == [dict(type='RandomResize', scale=[(1333, 640), (1333, 800)], keep_ratio=True)]
     assert cfg.optim_wrapper.optimizer.lr == 0.02 and cfg.auto_scale_lr.base_batch_size == 16
     assert cfg.auto_scale_lr.enable is True
+    # weight decay 1e-4 on every parameter, norms included, as mmselfsup's mmdet benchmark
+    assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
+    assert 'paramwise_cfg' not in cfg.optim_wrapper
     assert cfg.train_cfg.max_epochs == 36
     warmup, steps = cfg.param_scheduler
     # the benchmarks' warm-up: 1000 iterations of 16 images from factor 0.001, counted in images
