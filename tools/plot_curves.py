@@ -22,8 +22,6 @@ folder's categories, a course-layout folder's table) or --ann-file (a COCO file)
 the same; a file that records none needs one of the two.
 """
 import argparse
-import glob
-import json
 import os
 import os.path as osp
 
@@ -62,33 +60,6 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------ curves
-def read_scalars(work_dir: str) -> tuple[dict, dict]:
-    """(training, validation): name -> {step: value}; training steps are iterations, validation
-    steps epochs. The runs of a resumed folder are read oldest first, so a later run's value at
-    the same step wins."""
-    from custom_modules.errors import UserError
-    files = (sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-             or glob.glob(osp.join(work_dir, 'vis_data', 'scalars.json')))  # one run's folder
-    if not files:
-        raise UserError(f'{work_dir}: no <timestamp>/vis_data/scalars.json (the scalar log that '
-                        'tools/train.py writes in its work folder)')
-    train, val = {}, {}
-    for path in files:
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a run killed while writing leaves half a line
-                    continue
-                # mmengine's LoggerHook: training records carry the iteration, validation
-                # records only the epoch (as 'step')
-                scalars, x = (train, record['iter']) if 'iter' in record else (val, record['step'])
-                for name, value in record.items():
-                    if name not in ('step', 'iter', 'epoch'):
-                        scalars.setdefault(name, {})[x] = value
-    return train, val
-
-
 def find_key(key: str, train: dict, val: dict):
     """(full name, 'iteration' or 'epoch', {step: value}) of ``key`` in a run, or None."""
     for scalars, axis in ((train, 'iteration'), (val, 'epoch')):
@@ -104,6 +75,7 @@ def plot_curves(args) -> str:
     import matplotlib.pyplot as plt
 
     from custom_modules.errors import UserError
+    from toolkit.scalars import read_scalars
     runs = [read_scalars(d) for d in args.work_dirs]
     labels = args.labels or [osp.basename(osp.normpath(d)) for d in args.work_dirs]
     panels = []

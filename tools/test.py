@@ -80,6 +80,8 @@ def build_cfg(args) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    if args.best_of:
+        args.why += _last_epoch(args.best_of, cfg)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.split:
@@ -115,6 +117,19 @@ def build_cfg(args) -> Config:
         evaluator = cfg.test_evaluator[0] if args.out else cfg.test_evaluator
         evaluator.seed_comparable_class = LABELED_CLASSES[0]
     return cfg
+
+
+def _last_epoch(work_dirs, cfg) -> str:
+    """The last validated epoch's score beside the best one's: choosing the best epoch on the
+    validation split is slightly optimistic (detectron2 reports the last iteration)."""
+    from toolkit.scalars import last_validation
+    key = (cfg.get('default_hooks', {}).get('checkpoint') or {}).get('save_best')
+    last = last_validation(work_dirs, key) if isinstance(key, str) else None
+    if last is None:
+        return ''
+    epoch, value = last
+    return (f'; the last validated epoch, {epoch}, scored {value:.4f} (the best of several '
+            'epochs on the validation split is slightly optimistic)')
 
 
 def main(argv=None):
