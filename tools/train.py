@@ -146,7 +146,7 @@ def main(argv=None):
 
 def _train(argv):
     from toolkit.console import QuietRunner, quiet_warnings, set_verbose
-    from toolkit.warmup import set_ends_from_images
+    from toolkit.batch_scaling import apply_lr_rule, set_ends_from_images
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -161,7 +161,8 @@ def _train(argv):
             f'({cfg.load_from}); nothing to train')
         return
     runner = QuietRunner.from_cfg(cfg)
-    set_ends_from_images(runner)  # schedulers with end_images (tools/toolkit/warmup.py)
+    set_ends_from_images(runner)  # schedulers with end_images (tools/toolkit/batch_scaling.py)
+    apply_lr_rule(runner)  # auto_scale_lr.rule, and a warning far from its base batch
     runner.train()
 
 

@@ -44,7 +44,7 @@ lr = 0.02  # for a total batch of 16 (auto_scale_lr rescales for other totals)
 max_epochs = 36
 lr_steps = [27, 33]  # mmdet's 3x steps
 # the benchmarks' 1000 iterations of 16 images, 16000 / B iterations (rounded up) at the run's
-# total batch B (end_images, tools/toolkit/warmup.py)
+# total batch B (end_images, tools/toolkit/batch_scaling.py)
 warmup_images = 1000 * 16
 precise_bn_iters = 200  # batches of 2 x 8, the benchmarks' 200 of 16
 train_scales = [(1333, 640), (1333, 800)]  # (long, short) side range of RandomResize

@@ -11,9 +11,12 @@
 #   normalized-pixel targets); ours from our MAE ViT-B pretrained on the unlabeled set with plain
 #   pixel targets (configs/mae/), as the peer's recipe.
 # - Faster R-CNN, not Mask R-CNN: the labeled set has boxes only (no mask head, no mask loss).
-# - 1 GPU x 2 images instead of 64: the LR follows the batch linearly (auto_scale_lr from 64):
-#   1 x 2 -> 3.125e-6, 4 x 16 -> 1e-4 (ViTDet's own); the warm-up covers ViTDet's 16,000
-#   images at any total batch: 8000 iterations at 1 x 2, 250 at 4 x 16.
+# - 1 GPU x 2 images instead of 64: the LR follows the square root of the batch ratio
+#   (auto_scale_lr from 64, rule='sqrt', as for AdamW; ViTDet never trained below 64):
+#   1 x 2 -> 1.77e-5, 4 x 16 -> 1e-4 (ViTDet's own); linear scaling would give 3.1e-6 at 1 x 2,
+#   32x below the 1e-4 the peer trained with at that batch (docs/recipes.md, the LR sweep). The
+#   warm-up covers ViTDet's 16,000 images at any total batch: 8000 iterations at 1 x 2, 250 at
+#   4 x 16.
 # - 80 epochs of our labeled set instead of 100 of COCO (the filename's schedule), with the LR
 #   drops at the same fractions of training.
 # - fp32 unless tools/train.py --amp (ViTDet trains with mixed precision).
@@ -35,12 +38,12 @@ _base_ = './faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py'
 img_size = 1024
 batch_size = 2  # per GPU, 1 GPU
 vitdet_batch = 64  # ViTDet's total batch, the base of its LR and warm-up
-lr = 1e-4  # AdamW at vitdet_batch images (auto_scale_lr: x total batch / 64)
+lr = 1e-4  # AdamW at vitdet_batch images (auto_scale_lr: x sqrt(total batch / 64))
 weight_decay = 0.1
 layer_decay = 0.7
 drop_path_rate = 0.1
 # ViTDet warms up over 250 iterations of 64 images: the same images at the run's total batch B,
-# 16000 / B iterations rounded up (end_images, tools/toolkit/warmup.py)
+# 16000 / B iterations rounded up (end_images, tools/toolkit/batch_scaling.py)
 warmup_images = 250 * vitdet_batch
 warmup_factor = 0.001
 max_epochs = 80
@@ -119,4 +122,4 @@ param_scheduler = [
          end=max_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)
-auto_scale_lr = dict(base_batch_size=vitdet_batch)
+auto_scale_lr = dict(base_batch_size=vitdet_batch, rule='sqrt')

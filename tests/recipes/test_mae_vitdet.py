@@ -413,9 +413,9 @@ def test_vitdet_recipe_numbers():
     assert c.model.train_cfg.rpn_proposal.max_per_img == 1000
     train = [t.type for t in c.train_dataloader.dataset.pipeline]
     assert 'mmpretrain.ColorJitter' not in train  # ViTDet's LSJ: flip, resize, crop only
-    # AdamW 1e-4 at ViTDet's 64 images, linear in the total batch
+    # AdamW 1e-4 at ViTDet's 64 images, scaled by the square root of the total batch
     assert c.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=0.1)
-    assert c.auto_scale_lr == dict(enable=True, base_batch_size=64)
+    assert c.auto_scale_lr == dict(enable=True, base_batch_size=64, rule='sqrt')
     plain = c.copy()
     plain.optim_wrapper = dict(type='OptimWrapper', optimizer=c.optim_wrapper.optimizer)
     assert runner_lr(plain, 1, 2) == pytest.approx(3.125e-6, rel=1e-12)

@@ -93,7 +93,7 @@ def test_ssl_model_trains_batchnorm_and_is_plain_bn_on_one_process():
 def runner_warmup(cfg, gpus, per_gpu):
     """The warm-up's end in iterations as tools/train.py sets it on the runner of a run on
     ``gpus`` processes of ``per_gpu`` images, and what it logged."""
-    from toolkit.warmup import set_ends_from_images
+    from toolkit.batch_scaling import set_ends_from_images
     logged = []
     runner = types.SimpleNamespace(
         world_size=gpus, param_schedulers=cfg.param_scheduler,
