@@ -3,7 +3,10 @@ fine-tuning recipe on one budget, each cell trained with tools/train.py and eval
 tools/test.py, the table written to OUT/results.md.
 
     python tools/compare_recipes.py [--out work_dirs/compare] [--data data/synthetic]
-                                    [--recipes WORD ...]
+                                    [--recipes WORD ...] [--init NAME ...] [--lr LR ...]
+
+--lr trains each chosen fine-tuning once per learning rate (a sweep: the LR column), --init
+keeps the cells that start from the named pretrainings (MoCo v2, DenseCL, MAE, random).
 
 A rerun skips the trainings that finished (an interrupted one resumes). The budget: each
 pretraining 8 epochs of the 256 unlabeled images at 96 px, batch 16; each fine-tuning 4 epochs
@@ -82,11 +85,17 @@ def main(argv=None):
     p.add_argument('--recipes', nargs='+', metavar='WORD',
                    help='only the fine-tuning recipes whose name starts with one of these words '
                         '(seed, SSL, peer, ViTDet), and the pretrainings they start from')
+    p.add_argument('--init', nargs='+', metavar='NAME',
+                   help='only the cells that start from these pretrainings (random: none)')
+    p.add_argument('--lr', nargs='+', type=float, metavar='LR',
+                   help="train each fine-tuning at these learning rates (the config's if not given)")
     args = p.parse_args(argv)
     cells = [c for c in CELLS if not args.recipes
              or any(c[0].lower().startswith(w.lower()) for w in args.recipes)]
+    cells = [c for c in cells if not args.init
+             or (c[2] or 'random').lower() in {n.lower() for n in args.init}]
     if not cells:
-        p.error(f'--recipes {" ".join(args.recipes)}: no recipe starts with these words')
+        p.error('--recipes / --init: no cell left')
     out, data = osp.abspath(args.out), osp.abspath(args.data)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -105,11 +114,16 @@ def main(argv=None):
         pretrained[name] = last_checkpoint(work)
 
     rows = []
-    for recipe, cfg, init in cells:
-        work = osp.join(out, slug(f'{recipe.split()[0]} {init or "random"}'))
+    for (recipe, cfg, init), lr in [(c, lr) for c in cells for lr in args.lr or [None]]:
+        work = osp.join(out, slug(f'{recipe.split()[0]} {init or "random"}'
+                                  + (f' lr {lr:g}' if lr else '')))
         os.makedirs(work, exist_ok=True)
-        print(f'fine-tuning: {recipe} from {init or "a random backbone"}', flush=True)
-        init_args = ['--pretrained', pretrained[init]] if init else RANDOM_INIT
+        print(f'fine-tuning: {recipe} from {init or "a random backbone"}'
+              + (f' at lr {lr:g}' if lr else ''), flush=True)
+        init_args = ['--pretrained', pretrained[init]] if init else list(RANDOM_INIT)
+        if lr:  # train.py takes one --cfg-options list: RANDOM_INIT's where it is there
+            init_args += ([] if '--cfg-options' in init_args else ['--cfg-options']) \
+                + [f'optim_wrapper.optimizer.lr={lr}']
         ft = train([cfg, '--data-root', osp.join(data, 'labeled'), *init_args], work)
         test_log = osp.join(work, 'test.log')
         run(['tools/test.py', cfg, last_checkpoint(work), '--data-root',
@@ -118,16 +132,17 @@ def main(argv=None):
         ap = dict(m.groups() for m in map(AP_LINE.match, open(test_log)) if m)
         if len(ap) != 2:
             sys.exit(f'error: no AP summary in {test_log}')
-        rows.append((recipe, init or 'random init', ap['0.50:0.95'], ap['0.50'],
+        rows.append((recipe, init or 'random init', lr, ap['0.50:0.95'], ap['0.50'],
                      minutes.get(init, 0), ft))
 
     lines = [f'Recipe comparison at CPU demo scale (tools/compare_recipes.py), {time.strftime("%F")}'
              f', {os.cpu_count()} CPU cores, data {args.data}; minutes of each training as it ran, '
              f'this invocation {(time.time() - t0) / 60:.0f} min', '',
-             '| fine-tuning recipe | pretraining | AP | AP50 | pretraining min | fine-tuning min |',
-             '|---|---|---|---|---|---|']
-    lines += [f'| {r} | {i} | {ap} | {ap50} | {pm:.1f} | {fm:.1f} |'
-              for r, i, ap, ap50, pm, fm in rows]
+             '| fine-tuning recipe | pretraining |' + (' LR |' if args.lr else '')
+             + ' AP | AP50 | pretraining min | fine-tuning min |',
+             '|---|---|' + ('---|' if args.lr else '') + '---|---|---|---|']
+    lines += [f'| {r} | {i} |' + (f' {lr:g} |' if args.lr else '')
+              + f' {ap} | {ap50} | {pm:.1f} | {fm:.1f} |' for r, i, lr, ap, ap50, pm, fm in rows]
     text = '\n'.join(lines) + '\n'
     open(osp.join(out, 'results.md'), 'w').write(text)
     print(text + f'(also in {osp.join(out, "results.md")}; logs and checkpoints in {out}/)')

@@ -62,4 +62,24 @@ def test_recipes_option_refuses_unknown_words(monkeypatch, tmp_path, capsys):
     fake_tools(monkeypatch, tmp_path)
     with pytest.raises(SystemExit) as e:
         compare_recipes.main(['--out', str(tmp_path / 'out'), '--recipes', 'yolo'])
-    assert e.value.code == 2 and 'no recipe starts with these words' in capsys.readouterr().err
+    assert e.value.code == 2 and '--recipes / --init: no cell left' in capsys.readouterr().err
+
+
+def test_lr_sweep_trains_each_chosen_cell_once_per_lr(monkeypatch, tmp_path):
+    calls = fake_tools(monkeypatch, tmp_path)
+    out = tmp_path / 'out'
+    compare_recipes.main(['--out', str(out), '--data', str(tmp_path / 'data'),
+                          '--recipes', 'vitdet', '--init', 'MAE', '--lr', '6.25e-6', '2e-4'])
+    det = [c for c in calls if c[0] == 'tools/train.py'][1:]
+    assert len(det) == 2 and all('--pretrained' in c for c in det)
+    assert [c[c.index('--cfg-options') + 1:c.index('--work-dir')] for c in det] == [
+        ['optim_wrapper.optimizer.lr=6.25e-06'], ['optim_wrapper.optimizer.lr=0.0002']]
+    assert len({c[c.index('--work-dir') + 1] for c in det}) == 2  # one folder per LR
+    rows = [line for line in open(out / 'results.md') if line.startswith('| ViTDet')]
+    assert [r.split(' | ')[1:4] for r in rows] == [['MAE', '6.25e-06', '0.125'],
+                                                    ['MAE', '0.0002', '0.125']]
+    calls.clear()  # random init: the LR joins the one --cfg-options list
+    compare_recipes.main(['--out', str(out), '--data', str(tmp_path / 'data'),
+                          '--recipes', 'vitdet', '--init', 'random', '--lr', '1e-4'])
+    det = [c for c in calls if c[0] == 'tools/train.py']
+    assert det[0].count('--cfg-options') == 1 and 'optim_wrapper.optimizer.lr=0.0001' in det[0]
