@@ -1,7 +1,8 @@
 """Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
-        [--amp] [--data-root DIR] [--coco-train ANN IMAGES --coco-val ANN IMAGES]
+        [--amp [auto|bf16|fp16]] [--data-root DIR]
+        [--coco-train ANN IMAGES --coco-val ANN IMAGES]
         [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
         [--cfg-options k=v ...] [--launcher L] [--verbose] [--check-inputs-only]
 
@@ -47,7 +48,9 @@ def parse_args(argv=None):
                    'work_dir if it was trained from the same inputs')
     p.add_argument('--allow-input-change', action='store_true',
                    help='resume work_dir although its config, data or checkpoints changed')
-    p.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    p.add_argument('--amp', nargs='?', const='auto', choices=('auto', 'bf16', 'fp16'),
+                   help='automatic mixed precision: bfloat16 where the GPU has it, else float16 '
+                   '(auto, the default); bf16 also runs on CPU')
     p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
     p.add_argument('--coco-train', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
                    help='COCO-format training data: annotation file and image folder')
@@ -77,8 +80,8 @@ def build_cfg(args):
     """The config to train, and resolve_resume's decision: what to continue, with that
     checkpoint's metadata."""
     from toolkit.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
-                                      drop_backbone_init, set_coco_files, set_data_root,
-                                      set_pretrained, setup_coco)
+                                      drop_backbone_init, set_amp, set_coco_files,
+                                      set_data_root, set_pretrained, setup_coco)
     from toolkit.launch import set_launcher
     from toolkit.resume_policy import check_resume, resolve_resume, run_inputs
     from toolkit.checks import check_amp, check_data_folders, check_tensorboard
@@ -101,8 +104,7 @@ def build_cfg(args):
     if not dry:  # the node that runs the job has the GPU, not the one that submits it
         check_amp(args.amp)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        set_amp(cfg, args.amp)
     if args.tensorboard:
         add_tensorboard(cfg)
     check_tensorboard(cfg)  # also when set with --cfg-options

@@ -51,7 +51,12 @@ train_dataloader = dict(
     dataset=dict(_delete_=True, type='UnlabeledImageFolder', data_root=data_root,
                  with_label=False, extensions=image_extensions, pipeline=train_pipeline))
 
+# mixed precision in bfloat16 where the GPU has it (A100, H100), else float16 as the peer's:
+# fp16 MAE pretraining is known to go NaN late in training (mmpretrain issue 1632), bf16 does
+# not (custom_modules/engine/optimizers/mixed_precision_wrapper.py; --amp fp16 forces fp16)
 optim_wrapper = dict(
+    type='MixedPrecisionOptimWrapper',
+    dtype='auto',
     optimizer=dict(lr=lr),
     accumulative_counts=accumulate,
     # timm's add_weight_decay, as the peer: no decay on 1-D tensors (norms, biases) only

@@ -136,6 +136,7 @@ def test_the_tools_package_registers_nothing_and_starts_without_a_registry():
     assert r.stdout.strip() == '[]'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('imports', [
     ['custom_modules', 'custom_modules.moco_transforms', 'custom_modules.datasets.unlabeled'],
     ['custom_modules', 'custom_modules.datasets.transforms.moco',

@@ -1,6 +1,7 @@
 """Crash safety: atomic checkpoint files, finding the newest resume point, NaN stop."""
 import os
 import signal
+import types
 import uuid
 
 import pytest
@@ -91,6 +92,28 @@ def test_nan_loss_stops_and_names_the_iteration():
     with pytest.raises(FloatingPointError, match=r'iteration 42 \(epoch 3'):
         hook.after_train_iter(_Runner(), 0, outputs={'loss': torch.tensor(float('nan')),
                                                      'loss_cls': torch.tensor(float('inf'))})
+
+
+def test_nan_loss_names_the_checkpoint_to_continue_and_bf16_for_an_fp16_run(tmp_path):
+    from mmengine.optim import AmpOptimWrapper
+    runner = types.SimpleNamespace(iter=9, epoch=0, work_dir=str(tmp_path), optim_wrapper=None)
+    nan = {'loss': torch.tensor(float('nan'))}
+    with pytest.raises(FloatingPointError, match=r'no checkpoint in .* yet: .*start again'):
+        FiniteLossHook().after_train_iter(runner, 0, outputs=nan)
+    last = str(tmp_path / 'epoch_3.pth')
+    (tmp_path / 'last_checkpoint').write_text(last)
+    with pytest.raises(FloatingPointError) as e:
+        FiniteLossHook().after_train_iter(runner, 0, outputs=nan)
+    assert f'continue it with --resume {last}.' in str(e.value) and 'bfloat16' not in str(e.value)
+    runner.optim_wrapper = object.__new__(AmpOptimWrapper)  # mmengine's: float16 by default
+    runner.optim_wrapper.cast_dtype = None
+    with pytest.raises(FloatingPointError) as e:
+        FiniteLossHook().after_train_iter(runner, 0, outputs=nan)
+    assert f'--resume {last} --amp bf16 --allow-input-change' in str(e.value)
+    runner.optim_wrapper.cast_dtype = torch.bfloat16
+    with pytest.raises(FloatingPointError) as e:
+        FiniteLossHook().after_train_iter(runner, 0, outputs=nan)
+    assert '--amp bf16' not in str(e.value)
 
 
 class _ToyModel(BaseModel):

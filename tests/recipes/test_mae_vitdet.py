@@ -527,3 +527,26 @@ def test_vitdet_demo_is_the_vitdet_recipe_at_demo_scale():
     assert demo.optim_wrapper.optimizer.lr == peer_demo.optim_wrapper.optimizer.lr == 2e-4
     assert demo.train_cfg.max_epochs == peer_demo.train_cfg.max_epochs == 4
     assert demo.param_scheduler[0].end == peer_demo.param_scheduler[0].end == 50
+
+
+@pytest.mark.slow
+def test_mae_demo_trains_in_bfloat16_on_cpu(synthetic_root, tmp_path):
+    """--amp bf16: the MAE demo through tools/train.py in bfloat16 autocast (on CPU, where torch's
+    autocast has bf16 only), finite, and numerically not the fp32 run."""
+    import train as train_tool
+    unlabeled = os.path.join(synthetic_root, 'unlabeled')
+    weights = {}
+    for amp in ([], ['--amp', 'bf16']):
+        work = str(tmp_path / (amp[-1] if amp else 'fp32'))
+        train_tool.main([MAE_DEMO, '--work-dir', work, '--data-root', unlabeled, *amp,
+                         '--cfg-options', 'train_cfg.max_epochs=1',
+                         *tool_options('train_dataloader')])
+        ckpt = torch.load(os.path.join(work, 'epoch_1.pth'), map_location='cpu',
+                          weights_only=False)
+        dumped = Config.fromfile(os.path.join(work, os.path.basename(MAE_DEMO)))  # as it ran
+        weights[amp[-1] if amp else 'fp32'] = (ckpt['state_dict'], dumped.optim_wrapper)
+    (fp32, plain), (bf16, mixed) = weights['fp32'], weights['bf16']
+    assert plain.type == 'OptimWrapper'
+    assert (mixed.type, mixed.dtype) == ('MixedPrecisionOptimWrapper', 'bf16')
+    assert all(torch.isfinite(v).all() for v in bf16.values() if v.is_floating_point())
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # autocast changed the step

@@ -364,11 +364,13 @@ def test_mae_model_recipe(mae_cfg):
 
 def test_mae_optimizer_and_schedule(mae_cfg):
     """4 GPUs x 64, 2 iterations accumulated (512 per update), lr 1.5e-4 x 512 / 256, AdamW
-    (0.9, 0.95), weight decay 0.05 except 1-D tensors, AMP; 20 warm-up epochs, then a half
-    cosine to 1e-8 at epoch 200, stopped after epoch 80."""
+    (0.9, 0.95), weight decay 0.05 except 1-D tensors, mixed precision in bfloat16 where the GPU
+    has it (the peer's fp16 otherwise); 20 warm-up epochs, then a half cosine to 1e-8 at epoch
+    200, stopped after epoch 80."""
     import math
     c = mae_cfg
-    assert c.optim_wrapper.type == 'AmpOptimWrapper' and c.optim_wrapper.loss_scale == 'dynamic'
+    assert c.optim_wrapper.type == 'MixedPrecisionOptimWrapper' and c.optim_wrapper.dtype == 'auto'
+    assert c.optim_wrapper.loss_scale == 'dynamic'
     assert c.optim_wrapper.accumulative_counts == 2
     assert c.optim_wrapper.optimizer == dict(type='AdamW', lr=3e-4, betas=(0.9, 0.95),
                                              weight_decay=0.05)

@@ -1,16 +1,16 @@
 """Checks the tools run before building the runner, so a mistake a user can fix ends in one
 ``UserError`` line (bootstrap.run) instead of a traceback after the config dump."""
-import os.path as osp
 
 import torch
 
 from custom_modules.errors import UserError
 
 
-def check_amp(amp: bool) -> None:
-    if amp and not torch.cuda.is_available():
+def check_amp(amp) -> None:
+    """``amp``: the --amp value (True for test.py's flag); only bfloat16 runs on the CPU."""
+    if amp and amp != 'bf16' and not torch.cuda.is_available():
         raise UserError('--amp (mixed precision) needs a CUDA GPU and none is visible here: '
-                        'run without --amp')
+                        'run without --amp (train.py: --amp bf16 runs bfloat16 on the CPU)')
 
 
 def _split_folders(root: str) -> str:

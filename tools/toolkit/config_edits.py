@@ -265,6 +265,14 @@ def _groups(keys, prefix: str = '', outside_of: str = '', most: int = 6) -> str:
     return ', '.join(shown)
 
 
+def set_amp(cfg: Config, dtype: str) -> None:
+    """Train in mixed precision, ``dtype`` 'auto' (bfloat16 where the GPU has it), 'bf16' or
+    'fp16' (custom_modules/engine/optimizers/mixed_precision_wrapper.py)."""
+    cfg.optim_wrapper.type = 'MixedPrecisionOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper.dtype = dtype
+
+
 def add_tensorboard(cfg: Config) -> None:
     """Log the scalars for TensorBoard too: mmengine's TensorboardVisBackend writes its event
     file beside scalars.json (work_dir/<timestamp>/vis_data/)."""
