@@ -111,7 +111,9 @@ def build_cfg(args):
     check_data_folders(cfg, names=('train_dataloader', 'val_dataloader'))
     setup_coco(cfg, names=('train_dataloader', 'val_dataloader'))
     if dry:
-        return cfg, check_resume(cfg, run_inputs(cfg), args.allow_input_change)
+        # a --pretrained file the pretraining queued with this job will write: compared too
+        planned = [args.pretrained] if args.pretrained and not osp.exists(args.pretrained) else []
+        return cfg, check_resume(cfg, run_inputs(cfg, planned), args.allow_input_change)
     restarted = int(os.environ.get('SLURM_RESTART_COUNT') or 0) > 0
     decision = resolve_resume(cfg, args.resume, run_inputs(cfg), args.allow_input_change,
                               restarted)
@@ -131,9 +133,11 @@ def say(msg: str) -> None:
 
 def finished(cfg, meta) -> bool:
     """The checkpoint to resume (``meta``: its metadata, None for a new run) already ends the
-    run: nothing to train."""
-    return meta is not None and meta['epoch'] >= cfg.train_cfg.max_epochs and not osp.basename(
-        cfg.load_from).startswith('iter_')
+    run: nothing to train, and no validation of its last epoch left to run (a stop or a kill
+    during it: the resumed run validates that epoch first)."""
+    from toolkit.resume_policy import VAL_PENDING_KEY
+    return (meta is not None and meta['epoch'] >= cfg.train_cfg.max_epochs
+            and meta.get(VAL_PENDING_KEY) is None)
 
 
 def main(argv=None):

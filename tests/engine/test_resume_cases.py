@@ -85,6 +85,31 @@ def test_explicit_rollback_holds_across_restarts(tmp_path):
     assert cfg.load_from == os.path.join(work, 'epoch_13.pth')
 
 
+def test_a_rollback_holds_when_the_first_start_is_requeued_before_it_decides(tmp_path,
+                                                                             monkeypatch):
+    """--resume epoch_12.pth after a run diverged at epoch 15, and the job requeued before its
+    first start decided anything (preemption during imports, a node failure at launch): the
+    restart found the folder's own epoch_15.pth and continued the abandoned run."""
+    monkeypatch.setenv('SLURM_JOB_ID', '77')
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, None, run_inputs(cfg))
+    work = cfg.work_dir
+    for n in (12, 15):
+        resume_point(os.path.join(work, f'epoch_{n}.pth'), n, 10 * n)
+    rollback = os.path.join(work, 'epoch_12.pth')
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
+    assert cfg.load_from == rollback, f'the restart continued {cfg.load_from}'
+    resume_point(os.path.join(work, 'epoch_13.pth'), 13, 130)  # the continued run's first save
+    cfg = cfg_for(tmp_path)  # the same job restarted again: its own progress
+    resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
+    assert cfg.load_from == os.path.join(work, 'epoch_13.pth')
+    monkeypatch.setenv('SLURM_JOB_ID', '78')  # another job with the same --resume, requeued early
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
+    assert cfg.load_from == rollback  # as its first start would have decided
+
+
 def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
     """Cases 1/2: --resume PATH rewrote the record without comparing: a rollback with other
     data continued data A's checkpoint silently."""
@@ -264,6 +289,28 @@ def test_a_failed_requeue_says_what_continues_the_job(monkeypatch, how):
         'srun': 'run the same command again with --resume.'}[how]), error
 
 
+@pytest.mark.parametrize('explicit', [['--resume', '/w/epoch_12.pth'],
+                                      ['--resume=/w/epoch_12.pth']])
+@pytest.mark.parametrize('how', ['train.sbatch', 'srun'])
+def test_the_continue_command_after_a_rollback_continues_the_newest_checkpoint(monkeypatch, how,
+                                                                              explicit):
+    """A job started with --resume epoch_12.pth printed that flag in the command that continues
+    it: the new job (restart count 0) rolled back to epoch 12 again, losing every epoch since."""
+    monkeypatch.setenv('SLURM_SUBMIT_DIR', '/sub')
+    monkeypatch.delenv('PIPELINE_RESUBMIT', raising=False)
+    argv = ['tools/train.py', 'cfg.py', *explicit, '--amp', '--launcher', 'slurm']
+    if how == 'train.sbatch':  # train.sbatch puts its own --resume first
+        argv[2:2] = ['--resume']
+    monkeypatch.setattr(time_limit_hook.sys, 'argv', argv)
+    said = time_limit_hook._continuation()
+    if how == 'train.sbatch':
+        sbatch = os.path.join(REPO, 'tools', 'slurm', 'train.sbatch')
+        assert said.endswith(f'sbatch ... {sbatch} cfg.py --amp'), said
+    else:  # tools/slurm_train.sh: the user's own command, less the rollback
+        assert said.startswith('Continue it from its latest checkpoint: run the same command '
+                               f'again with --resume in place of {" ".join(explicit)}'), said
+
+
 def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals_restored):
     """Case 7: tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
     checks, building the runner) without a word."""
@@ -277,10 +324,11 @@ def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals
 
 
 class _ValSeen(Hook):
-    """Records each validation's epoch and iterations; sends SIGUSR1 during the first one."""
+    """Records each validation's epoch and iterations; sends SIGUSR1 during the first one, or
+    ends the process there as ``kill -9`` does (no hook, no save)."""
 
-    def __init__(self, signal_at=None):
-        self.signal_at, self.runs = signal_at, []
+    def __init__(self, signal_at=None, kill_at=None):
+        self.signal_at, self.kill_at, self.runs = signal_at, kill_at, []
 
     def before_val_epoch(self, runner):
         self.runs.append([runner.epoch, 0])
@@ -289,6 +337,19 @@ class _ValSeen(Hook):
         self.runs[-1][1] += 1
         if len(self.runs) == 1 and batch_idx == self.signal_at:
             os.kill(os.getpid(), signal.SIGUSR1)
+        if len(self.runs) == 1 and batch_idx == self.kill_at:
+            raise KeyboardInterrupt
+
+
+def val_runner(work, seen, **kw):
+    """toy_runner with a validation of 4 iterations after every epoch, and an LR schedule (its
+    checkpoints are resume points for tools/train.py)."""
+    kw.setdefault('param_scheduler', dict(type='MultiStepLR', milestones=[100]))
+    return toy_runner(work, hooks=[seen], val_cfg=dict(), val_evaluator=Evaluator(_Seen()),
+                      val_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 8,
+                                          batch_size=2, num_workers=0,
+                                          sampler=dict(type='DefaultSampler', shuffle=False)),
+                      **kw)
 
 
 def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
@@ -364,3 +425,135 @@ def test_the_time_limit_signal_in_a_finished_runs_teardown_does_not_fail_it(tmp_
                  'train_dataloader.persistent_workers=False', env=env)
     assert r.returncode == 0, f'exit status {r.returncode}\n{r.stderr[-3000:]}'
     assert (work / 'epoch_1.pth').exists()
+
+
+def test_validation_killed_without_a_signal_runs_again_after_the_restart(tmp_path, monkeypatch,
+                                                                         signals_restored):
+    """kill -9, a node failure or SIGKILL after KillWait during validation: the restart
+    continued epoch_1.pth with nothing saying that its validation never ended, so epoch 1 was
+    never validated (nor, for a stage's last epoch, a candidate for --best-of)."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    work = tmp_path / 'work'
+    seen = _ValSeen(kill_at=1)
+    with pytest.raises(KeyboardInterrupt):
+        val_runner(work, seen).train()
+    assert seen.runs == [[1, 2]]
+    assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
+    seen = _ValSeen()
+    val_runner(work, seen, resume=True, load_from=str(work / 'epoch_1.pth')).train()
+    assert seen.runs == [[1, 4], [2, 4]], 'epoch 1 was not validated after the restart'
+
+
+def _finished(work, max_epochs):
+    """tools/train.py's verdict on the folder's latest resume point."""
+    import train
+    from toolkit.resume_policy import _latest_resume_point
+    path, meta = _latest_resume_point(str(work))
+    return train.finished(Config(dict(train_cfg=dict(max_epochs=max_epochs), load_from=path)),
+                          meta)
+
+
+@pytest.mark.parametrize('stop', ['signal', 'kill'])
+def test_a_stop_during_the_last_validation_finishes_after_the_restart(tmp_path, monkeypatch,
+                                                                      signals_restored, stop):
+    """A stop during a stage's last validation left iter_N.pth, with the validation pending, as
+    the folder's last checkpoint for good: tools/train.py never took a folder whose latest
+    resume point is an iter_* file as finished, so every resubmission of the chain queued the
+    stage (and all after it) again."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    done = tmp_path / 'uninterrupted'
+    val_runner(done, _ValSeen(), max_epochs=1).train()
+    assert _finished(done, 1)
+    work = tmp_path / 'work'
+    seen = _ValSeen(**{'signal_at' if stop == 'signal' else 'kill_at': 1})
+    with pytest.raises(SystemExit if stop == 'signal' else KeyboardInterrupt):
+        val_runner(work, seen, max_epochs=1).train()
+    assert not _finished(work, 1), 'taken as finished before its last validation ran'
+    last = (work / 'last_checkpoint').read_text()
+    seen = _ValSeen()
+    val_runner(work, seen, max_epochs=1, resume=True, load_from=last).train()
+    assert seen.runs == [[1, 4]]
+    assert _finished(work, 1), (
+        f'not finished after its last validation ran: {(work / "last_checkpoint").read_text()}')
+
+
+def test_scancel_during_the_time_limit_save_is_not_requeued(monkeypatch, signals_restored):
+    """scancel while rank 0 wrote the checkpoint of a time-limit stop: it requeued the job
+    anyway (Slurm requeues a completing job), and the cancelled job came back."""
+    monkeypatch.setenv('SLURM_JOB_ID', '42')
+    calls = []
+    monkeypatch.setattr(time_limit_hook.subprocess, 'run', lambda cmd, **kw: calls.append(cmd)
+                        or types.SimpleNamespace(returncode=0, stderr=''))
+    hook = time_limit_hook.TimeLimitHook()
+
+    def save(runner, epoch, iter_):
+        time_limit_hook._request_stop(signal.SIGTERM, None)  # scancel while the file is written
+        return '/w/iter_3.pth'
+    monkeypatch.setattr(hook, '_save', save)
+    runner = _Runner()
+    with pytest.raises(SystemExit) as e:
+        hook._stop(runner, signal.SIGUSR1, epoch=0, iter_=3)
+    assert calls == [], 'requeued after scancel'
+    assert e.value.code == 128 + signal.SIGTERM
+
+
+def resumable_runner(work, batch_size, max_epochs, hooks=(), **kw):
+    """toy_runner's model and data (4 samples) with the configs' loop and batch sampler:
+    ``4 / batch_size`` batches per epoch, as another number of processes changes it."""
+    cfg = Config.fromfile(MOCO)
+    config_hooks = {h['type']: h for h in cfg.custom_hooks}
+    return Runner(
+        model=_ToyModel(), work_dir=str(work), experiment_name=f'cases-{uuid.uuid4().hex}',
+        train_dataloader=_resumable_loader(batch_size),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        param_scheduler=dict(type='MultiStepLR', milestones=[100]),
+        train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=cfg.default_hooks.checkpoint),
+        custom_hooks=[config_hooks['TimeLimitHook'], *hooks], **kw)
+
+
+def _resumable_loader(batch_size):
+    from torch.utils.data import DataLoader
+    from mmengine.dataset import DefaultSampler, pseudo_collate
+    from custom_modules.datasets.samplers import ResumableBatchSampler
+    dataset = [dict(inputs=torch.ones(1))] * 4
+    return DataLoader(dataset, collate_fn=pseudo_collate, batch_sampler=ResumableBatchSampler(
+        DefaultSampler(dataset, shuffle=False), batch_size))
+
+
+def test_another_batch_count_per_epoch_resumes_at_an_epoch_end(tmp_path, monkeypatch,
+                                                                signals_restored):
+    """--allow-input-change with another number of GPUs (here: another batch size, the same
+    effect on the batches per epoch): the resumed iteration counter no longer fitted the epoch
+    length, and any resume after epoch 0 stopped with a traceback."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    work = tmp_path / 'work'
+    resumable_runner(work, batch_size=2, max_epochs=2).train()  # 2 batches per epoch
+    resumed = resumable_runner(work, batch_size=1, max_epochs=3, resume=True,
+                               load_from=str(work / 'epoch_2.pth'))
+    resumed.train()  # 4 batches per epoch
+    assert (resumed.epoch, resumed.iter) == (3, 8)
+    again = resumable_runner(work, batch_size=1, max_epochs=4, resume=True,
+                             load_from=str(work / 'epoch_3.pth'))
+    again.train()  # and the epochs after it
+    assert (again.epoch, again.iter) == (4, 12)
+
+
+@pytest.mark.parametrize('signal_at', [0, 2])
+def test_an_in_epoch_checkpoint_with_another_batch_count_is_refused(tmp_path, monkeypatch,
+                                                                    signals_restored, signal_at):
+    """An in-epoch checkpoint resumed with another number of batches per epoch: in epoch 0 it
+    silently skipped the wrong samples (the batches trained are not the batches to skip), later
+    it stopped with a traceback. One line says what to do instead."""
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    work = tmp_path / 'work'
+    with pytest.raises(SystemExit):
+        resumable_runner(work, batch_size=2, max_epochs=2,
+                         hooks=[_SignalAt(signal_at, signal.SIGUSR1)]).train()
+    saved = (work / 'last_checkpoint').read_text()
+    assert os.path.basename(saved) == f'iter_{signal_at + 1}.pth'
+    resumed = resumable_runner(work, batch_size=1, max_epochs=2, resume=True, load_from=saved)
+    with pytest.raises(UserError) as e:
+        resumed.train()
+    msg = str(e.value)
+    assert '\n' not in msg and 'after 1 of its 2 batches' in msg and '4 batches' in msg, msg

@@ -150,6 +150,24 @@ def test_sbatch_scripts_find_the_repository_and_its_python(rig, name):
         f'python -u {no_venv}/{tool}']
 
 
+@pytest.mark.parametrize('explicit', [['--resume', '/w/epoch_12.pth'],
+                                      ['--resume=/w/epoch_12.pth']])
+def test_a_failed_job_prints_a_continue_command_without_its_rollback(rig, explicit):
+    """train.sbatch's line to submit a failed job again repeated its --resume PATH: the new job
+    rolled back to PATH again, losing every epoch trained since."""
+    _script(rig['bin'] / 'srun', 'exit 1\n')  # the training failed
+    _script(rig['bin'] / 'scontrol', 'true\n')  # not requeued
+    rig['env'].pop('PIPELINE_RESUBMIT', None)
+    r = run(rig, ['bash', os.path.join(REPO, 'tools', 'slurm', 'train.sbatch'), 'cfg.py',
+                  '--work-dir', 'w d', *explicit, '--amp'], REPO=REPO, PYTHON='/bin/true',
+            SLURM_JOB_ID='1001', SLURM_JOB_NODELIST='node1', SLURM_JOB_NAME='train',
+            SLURM_SUBMIT_DIR=rig['cwd'])
+    assert r.returncode == 1, r.stderr
+    sbatch = os.path.join(REPO, 'tools', 'slurm', 'train.sbatch')
+    last = r.stderr.splitlines()[-1].strip()
+    assert last == f'sbatch ... {sbatch} cfg.py --work-dir w\\ d --amp', r.stderr
+
+
 # --- submit_pipeline.sh checks -----------------------------------------------------------------
 
 def assert_refused(rig, r, *words):
@@ -367,3 +385,42 @@ def test_unknown_pretraining_or_recipe(rig, data, var):
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
             PYTHON=sys.executable, **{var: 'simclr'})
     assert_refused(rig, r, f'{var}=simclr', 'expected')
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_folder_of_another_pretraining_is_refused_at_submit_time(
+        rig, data, monkeypatch, moco_checkpoint):
+    """A finished chain's folder submitted again with PRETRAIN=densecl: s1's --pretrained file
+    did not exist yet (the pretraining queued with it writes it), so the check left it out;
+    pretraining ran for days, then s1 stopped on changed inputs."""
+    import torch
+    import train
+    from toolkit.resume_policy import run_inputs, write_record
+    s1 = os.path.join(REPO, 'configs', 'faster_rcnn',
+                      'faster-rcnn_r50-mocov2-pre_fpn_2xb2-s1-23e_labeled.py')
+    moco = 'work_dirs/mocov2_resnet50_4xb32-coslr-200e_unlabeled224/keep_epoch_100.pth'
+    # s1 as the first submission trained it (2 processes), finished at epoch 23
+    monkeypatch.chdir(rig['cwd'])
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    cfg, _ = train.build_cfg(train.parse_args([
+        s1, '--data-root', data['labeled'], '--pretrained', moco, '--cfg-options',
+        'train_cfg.max_epochs=23', 'param_scheduler.1.milestones=[23,27]',
+        'param_scheduler.1.end=37', '--check-inputs-only']))
+    os.makedirs(os.path.dirname(moco))
+    shutil.copy(moco_checkpoint[0], moco)  # the pretraining it started from
+    os.makedirs(cfg.work_dir)
+    write_record(cfg.work_dir, run_inputs(cfg))
+    last = os.path.abspath(os.path.join(cfg.work_dir, 'epoch_23.pth'))
+    torch.save(dict(meta=dict(epoch=23, iter=230, seed=5), state_dict={}, optimizer={},
+                    param_schedulers=[], message_hub={}), last)
+    with open(os.path.join(cfg.work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(last)
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable)  # the same chain again: s1's record fits
+    assert r.returncode == 0, r.stdout + r.stderr
+    os.remove(rig['tmp'] / 'calls.log')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, PRETRAIN='densecl')
+    assert_refused(rig, r, cfg.work_dir, 'model.backbone.init_cfg.checkpoint',
+                   'densecl_resnet50_4xb32-coslr-200e_unlabeled224/keep_epoch_100.pth')
+    assert 'data_root' not in r.stderr, r.stderr  # only the pretraining differs

@@ -8,7 +8,10 @@
   naming each difference, unless asked for explicitly.
 - An explicit ``--resume PATH`` wins over the automatic choice and becomes the folder's
   ``last_checkpoint``: a Slurm job restarted (time limit, preemption) before the continued run
-  saved continues PATH, not a newer checkpoint of a run the user rolled back from. When PATH
+  saved continues PATH, not a newer checkpoint of a run the user rolled back from. The folder
+  notes which job took PATH (``explicit_resume.json``): a restart of that job continues its own
+  progress since, while a job restarted before it got that far takes PATH as its first start
+  would have. When PATH
   lies in the work folder or the folder holds resume points, the inputs are compared with its
   record as for ``--resume``; a checkpoint of another folder starts a fresh folder unchecked
   (the next stage's config differs from the previous stage's by design).
@@ -27,6 +30,7 @@ from typing import NamedTuple
 import torch
 from mmengine.config import Config
 
+from custom_modules.engine.runner.loops import OLD_VAL_PENDING_KEY, VAL_PENDING_KEY
 from custom_modules.errors import UserError
 from custom_modules.fileio.atomic_local import AtomicLocalBackend
 from custom_modules.fileio.sqsh_backend import image_identity, is_sqsh_uri
@@ -34,6 +38,8 @@ from custom_modules.fileio.sqsh_backend import image_identity, is_sqsh_uri
 from .launch import launch_rank
 
 RECORD = 'run_inputs.json'
+# which Slurm job took which explicit --resume PATH: its restarts continue from there
+EXPLICIT = 'explicit_resume.json'
 # Fields that cannot change what is trained: logging, evaluation, checkpoint cadence, loader
 # workers (samples are seeded by index: custom_modules/datasets/samplers.py), where the run stops
 # (train_cfg.max_epochs: continuing a schedule further is the same run) and launch details.
@@ -57,7 +63,8 @@ class ChangedInputsError(UserError):
 
 
 def read_checkpoint_meta(path: str) -> tuple[dict | None, str]:
-    """(meta, '') for a resume point, else (None, why not)."""
+    """(meta, '') for a resume point, else (None, why not). ``meta`` also holds
+    ``VAL_PENDING_KEY``: the epoch whose validation had not ended when it was saved, or None."""
     try:
         ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
     except Exception as e:  # a truncated or foreign file is not a resume point
@@ -68,7 +75,10 @@ def read_checkpoint_meta(path: str) -> tuple[dict | None, str]:
                if k not in ckpt]
     if missing or not {'epoch', 'iter'} <= set(ckpt['meta']):
         return None, f'no {", ".join(missing) or "epoch/iteration"} state (a weights-only copy)'
-    return ckpt['meta'], ''
+    info = ckpt['message_hub'].get('runtime_info', {}) if isinstance(ckpt['message_hub'],
+                                                                      dict) else {}
+    pending = info.get(VAL_PENDING_KEY, info.get(OLD_VAL_PENDING_KEY))
+    return dict(ckpt['meta'], **{VAL_PENDING_KEY: pending}), ''
 
 
 def latest_resume_point(work_dir: str) -> str | None:
@@ -124,8 +134,17 @@ def _ignored(key: str) -> bool:
             or key.rsplit('.', 1)[-1] in _IGNORED_LAST)
 
 
-def run_inputs(cfg: Config) -> dict:
-    """What determines a training run, as flat ``key: text`` pairs (see the module doc)."""
+# the digest of a checkpoint that a job queued before this one is yet to write: a new file, so
+# not the one a folder's record names (a submit-time check compares it as a difference)
+NOT_WRITTEN = '<not written yet: a job queued before this one writes it>'
+
+
+def run_inputs(cfg: Config, planned: tuple = ()) -> dict:
+    """What determines a training run, as flat ``key: text`` pairs (see the module doc).
+    ``planned``: checkpoint paths that do not exist yet because a job queued before this one
+    writes them (a check before the jobs are queued); they count with their path and
+    ``NOT_WRITTEN`` for their content."""
+    planned = {osp.abspath(p) for p in planned}
     flat = {}
     _flatten(cfg.to_dict(), '', flat)
     flat['load_from'] = cfg.get('load_from')
@@ -139,6 +158,8 @@ def run_inputs(cfg: Config) -> dict:
             value = osp.abspath(value) if value else value
             if last in _FILE_KEYS and osp.isfile(value):
                 inputs[f'{key} (sha256)'] = _sha256(value)
+            elif value in planned:
+                inputs[f'{key} (sha256)'] = NOT_WRITTEN
             elif last == 'checkpoint':
                 continue  # unset (--pretrained not repeated): a resumed run does not read it
         elif last == 'data_root' and is_sqsh_uri(value):
@@ -182,6 +203,30 @@ def _point_last_checkpoint(work_dir: str, path: str) -> None:
     saves."""
     if launch_rank() == 0:
         AtomicLocalBackend().put_text(path, osp.join(work_dir, 'last_checkpoint'))
+
+
+def _job() -> str:
+    return os.environ.get('SLURM_JOB_ID', '')
+
+
+def _note_explicit(work_dir: str, path: str) -> None:
+    """Rank 0 notes that this job took ``--resume path``, after ``last_checkpoint`` names it: a
+    restart in between takes ``path`` again, which is the same."""
+    if launch_rank() == 0:
+        AtomicLocalBackend().put_text(json.dumps(dict(job=_job(), resume=osp.abspath(path))),
+                                      osp.join(work_dir, EXPLICIT))
+
+
+def _taken_by_this_job(work_dir: str, path: str) -> bool:
+    """Whether this job (its first start or an earlier restart) already took ``--resume path``:
+    the checkpoints since are its own progress. A job requeued before that decides as its first
+    start would have."""
+    try:
+        with open(osp.join(work_dir, EXPLICIT)) as f:
+            noted = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return noted == dict(job=_job(), resume=osp.abspath(path))
 
 
 def _lr_note(diffs: list[str]) -> str:
@@ -238,7 +283,8 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
     None (no flag), 'auto' (``--resume``) or a path."""
     work_dir = cfg.work_dir
     own, own_meta = _latest_resume_point(work_dir)
-    if resume and resume != 'auto' and not (restarted and own):
+    if resume and resume != 'auto' and not (
+            restarted and own and _taken_by_this_job(work_dir, resume)):
         meta, why = read_checkpoint_meta(resume)
         if meta is None:
             raise UserError(f'--resume {resume}: not a resume point: {why}. Resume from an '
@@ -253,6 +299,7 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
             diffs = _compare_record(work_dir, resume, inputs, allow_input_change)
         write_record(work_dir, inputs)
         _point_last_checkpoint(work_dir, resume)
+        _note_explicit(work_dir, resume)
         return _resume_from(cfg, resume, meta,
                             f'resuming from {resume} (--resume){_changed_inputs(diffs)}')
     if own and (resume or cfg.get('resume')):

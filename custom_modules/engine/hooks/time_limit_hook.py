@@ -23,7 +23,8 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 from ...fileio.atomic_local import atomic_open
-from ..runner.loops import RNG_KEY, VAL_PENDING_KEY, capture_rng
+from ..runner.loops import (OLD_VAL_PENDING_KEY, RNG_KEY, VAL_PENDING_KEY, capture_rng,
+                            validates_after)
 from .checkpoint_hooks import checkpoint_backend_args
 
 # exit status of a run stopped by TimeLimitHook (EX_TEMPFAIL): the work is not finished, so
@@ -91,7 +92,10 @@ class TimeLimitHook(Hook):
 
     A stop during the validation after an epoch (the detection configs' COCO evaluation of the
     whole validation set can outlast the signal's lead) saves the end of that epoch; the resumed
-    run validates it first.
+    run validates it first. So does a run resumed from an epoch checkpoint whose validation never
+    ended (``kill -9``, a dead node): the epoch's checkpoint is written with the validation marked
+    pending, and the last epoch's is written again once its validation has ended, so that a
+    finished run reads as finished.
 
     Args:
         save_every_minutes: also save ``iter_N.pth`` (the same resume point, without stopping)
@@ -103,6 +107,7 @@ class TimeLimitHook(Hook):
 
     priority = 'VERY_LOW'  # after the optimizer step, the LR scheduler and CheckpointHook
     _trained = False
+    _revalidating = False
 
     _EARLY = ('SIGUSR1 arrived {when}: the job\'s time limit is shorter than its --signal lead '
               'time, so stopping would gain nothing; training goes on until the limit ends the '
@@ -126,11 +131,20 @@ class TimeLimitHook(Hook):
         self._trained = False
         self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
         self._last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        old = getattr(runner.message_hub, 'runtime_info', {}).pop(OLD_VAL_PENDING_KEY, None)
+        if old is not None:
+            runner.message_hub.update_info(VAL_PENDING_KEY, old)
         pending = runner.message_hub.get_info(VAL_PENDING_KEY)
         if pending is not None and runner.val_loop is not None:
+            print_log(f'validating epoch {pending} again: the run stopped before its validation '
+                      'ended', logger='current')
+            self._revalidating = True
+            try:
+                runner.val_loop.run()  # after_val_epoch clears the flag
+            finally:
+                self._revalidating = False
+        elif pending is not None:  # no validation configured any more
             runner.message_hub.update_info(VAL_PENDING_KEY, None)
-            print_log(f'validating epoch {pending} again: a stop cut it short', logger='current')
-            runner.val_loop.run()
 
     def after_train(self, runner) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -176,6 +190,10 @@ class TimeLimitHook(Hook):
                 path = self._save(runner, epoch=runner.epoch, iter_=runner.iter + 1)
                 runner.logger.info(f'in-epoch checkpoint {path} (every '
                                    f'{self.save_every / 60:g} minutes)')
+        elif validates_after(runner.train_loop, runner.epoch + 1):
+            # in the epoch checkpoint written next, before the validation: a run killed during
+            # it (no signal, no save) resumes from that checkpoint and validates the epoch again
+            runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch + 1)
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         # every rank runs as many validation iterations (DefaultSampler pads them to the same
@@ -186,6 +204,26 @@ class TimeLimitHook(Hook):
         if signum:
             runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
             self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        """The epoch's validation ended: no longer pending. After the last epoch nothing saves
+        again, so its checkpoint is written again without the flag (else the run would never
+        read as finished)."""
+        pending = runner.message_hub.get_info(VAL_PENDING_KEY)
+        if pending is None or not (self._trained or self._revalidating):
+            return  # not inside training (tools/test.py)
+        runner.message_hub.update_info(VAL_PENDING_KEY, None)
+        if runner.epoch >= getattr(runner.train_loop, 'max_epochs', float('inf')):
+            name = f'epoch_{runner.epoch}.pth'
+            runner.save_checkpoint(runner.work_dir, name,
+                                   meta=dict(epoch=runner.epoch, iter=runner.iter),
+                                   by_epoch=False, backend_args=checkpoint_backend_args(runner))
+            if is_main_process():
+                path = os.path.join(runner.work_dir, name)
+                with atomic_open(os.path.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
+                    f.write(path)
+                _remove_iter_checkpoints(runner.work_dir)
+                self._last, self._saved_at = path, monotonic()
 
     def after_train_epoch(self, runner) -> None:
         """Drop in-epoch checkpoints once an epoch checkpoint supersedes them; the time to the
@@ -216,6 +254,8 @@ class TimeLimitHook(Hook):
 
     def _stop(self, runner, signum: int, epoch: int, iter_: int) -> None:
         path = self._save(runner, epoch, iter_)
+        # a SIGTERM during the save (scancel, preemption) wins: no requeue, its exit status
+        signum = max(signum, _stop_requested)
         if is_main_process():
             why = ('SIGUSR1, e.g. the Slurm time limit is near' if signum == signal.SIGUSR1
                    else 'SIGTERM: preemption, scancel or a requeue')
@@ -250,12 +290,33 @@ def _continuation() -> str:
         return ('Continue the chain from it (finished stages are skipped, the jobs waiting '
                 f'behind this one replaced): {chain}')
     argv = sys.argv
-    # train.sbatch CONFIG ARGS runs `train.py CONFIG --resume ARGS --launcher slurm`
-    if len(argv) >= 5 and argv[2] == '--resume' and argv[-2:] == ['--launcher', 'slurm']:
+    # train.sbatch CONFIG ARGS runs `train.py CONFIG --resume ARGS --launcher slurm` (a value
+    # after that --resume is the user's own `--resume PATH`: train.py has one positional)
+    if (len(argv) >= 5 and argv[2] == '--resume' and argv[3].startswith('-')
+            and argv[-2:] == ['--launcher', 'slurm']):
+        # an explicit `--resume PATH` left in would roll the new job back to PATH again
         return ('Continue it from its latest checkpoint: submit it again, with the same sbatch '
                 f'options, from {os.environ.get("SLURM_SUBMIT_DIR") or os.getcwd()}: sbatch ... '
-                + shlex.join([TRAIN_SBATCH, argv[1], *argv[3:-2]]))
+                + shlex.join([TRAIN_SBATCH, argv[1], *_without_explicit_resume(argv[3:-2])[0]]))
+    explicit = _without_explicit_resume(argv[2:])[1]
+    if explicit:
+        return ('Continue it from its latest checkpoint: run the same command again with '
+                f'--resume in place of {" ".join(explicit)} (which would roll it back again).')
     return 'Continue it from its latest checkpoint: run the same command again with --resume.'
+
+
+def _without_explicit_resume(args: list) -> tuple[list, list]:
+    """(``args`` less every ``--resume`` and its PATH, the explicit ``--resume PATH`` found)."""
+    kept, explicit, after_resume = [], [], False
+    for arg in args:
+        if after_resume and not arg.startswith('-'):
+            explicit = ['--resume', arg]
+        elif arg.startswith('--resume='):
+            explicit = [arg]
+        elif arg != '--resume':
+            kept.append(arg)
+        after_resume = arg == '--resume'
+    return kept, explicit
 
 
 def _requeue(runner) -> None:
@@ -269,6 +330,12 @@ def _requeue(runner) -> None:
         runner.logger.error(
             f'job {job} already restarted {restarts} times (MAX_RESTARTS={limit}): not requeued '
             'again; the job fails, and its last log lines say what continues it.')
+        return
+    if _stop_requested == signal.SIGTERM:
+        # scancel or a preemption since the time-limit signal: Slurm requeues a completing job
+        # on request, which would bring a cancelled job back
+        runner.logger.warning(f'SIGTERM arrived while saving: job {job} not requeued (Slurm '
+                              'requeues it itself when it is preempting it)')
         return
     r = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
     if r.returncode:
