@@ -33,8 +33,9 @@ from mmengine import fileio  # noqa: E402
 from custom_modules.datasets.classes import LABELED_CLASSES  # noqa: E402
 from custom_modules.datasets.labeled_index import (  # noqa: E402
     BAD_IMAGE, SIZE_MISMATCH, UNPAIRED, IndexReport, LabeledDataError, _open, _sanitize,
-    _scandir, parse_label_file, scan_split)
-from custom_modules.fileio.sqsh_backend import is_sqsh_uri  # noqa: E402
+    parse_label_file, scan_split)
+from custom_modules.fileio.listing import folder_entries, list_tree  # noqa: E402
+from custom_modules.fileio.squashfs import DIR, OTHER, split_image_path  # noqa: E402
 from custom_modules.errors import UserError  # noqa: E402
 
 # what the pretraining configs read (their image_extensions; tests/data/test_any_images.py pins both)
@@ -145,14 +146,15 @@ def check_labeled_split(root: str, split: str, decode: bool, workers: int) -> in
 
 
 def check_unlabeled(root: str, decode: bool, workers: int) -> int:
+    # the dataset's listing (custom_modules/fileio/listing.py): the same files it trains on
+    listing = list_tree(root)
     paths, other = [], Counter()
-    for name in fileio.list_dir_or_file(root, list_dir=False, recursive=True):
+    for name in listing.files:
         # as mmpretrain's CustomDataset(extensions=...) matches, which lower-cases names
         if name.lower().endswith(IMAGE_EXTENSIONS):
             paths.append(fileio.join_path(root, name))
         else:
             other[osp.splitext(name)[1]] += 1
-    paths.sort()
     sizes, modes, errors = Counter(), Counter(), []
     with ProcessPoolExecutor(workers) as pool:
         for chunk in pool.map(_check_unlabeled_chunk, [(c, decode) for c in _chunks(paths, workers)]):
@@ -168,6 +170,10 @@ def check_unlabeled(root: str, decode: bool, workers: int) -> int:
     print('modes: ' + ', '.join(f'{k}: {v}' for k, v in modes.most_common()))
     if other:
         print('other files (not used): ' + ', '.join(f'{k or "(none)"}: {v}' for k, v in other.items()))
+    if listing.hidden:
+        print(f'hidden (skipped): {len(listing.hidden)}, e.g. '
+              + ', '.join(repr(p) for p in listing.hidden[:3]))
+    errors = [f'{root}: {path!r} is {what}' for path, what in listing.other] + errors
     if not paths:
         errors.append(f'{root}: no image files found ({", ".join(IMAGE_EXTENSIONS)})')
     for e in errors[:10]:
@@ -187,24 +193,37 @@ def _check_unlabeled_chunk(args):
     return out
 
 
-def _first_files(folder: str, accept, n: int, max_depth: int = 1) -> list:
+def _first_files(folder: str, accept, n: int, max_depth: int = 1,
+                 problems: list | None = None) -> list:
     """Up to ``n`` paths of files that ``accept(name)`` in ``folder`` (and sub-folders down to
-    ``max_depth``), in directory order, reading the folder only until they are found."""
+    ``max_depth``), in directory order, reading the folder only until they are found; hidden
+    names skipped, as the datasets skip them. A wanted name that is no file (a link inside an
+    image, a link to nothing) goes to ``problems`` as (path, message)."""
     found = []
-    if is_sqsh_uri(folder):  # an image's folder is listed from its index at once
-        entries = ((name, is_file) for name, is_file, _, _ in _scandir(folder))
-    else:
-        entries = ((e.name, e.is_file()) for e in os.scandir(folder))
-    for name, is_file in entries:
+    for name, kind in folder_entries(folder):
         if len(found) >= n:
             break
+        if name.startswith('.'):
+            continue
         path = fileio.join_path(folder, name)
-        if not is_file and max_depth > 1:
-            if fileio.isdir(path):
-                found += _first_files(path, accept, n - len(found), max_depth - 1)
-        elif accept(name) and is_file:
-            found.append(path)
+        if kind == DIR:
+            if max_depth > 1:
+                found += _first_files(path, accept, n - len(found), max_depth - 1, problems)
+        elif accept(name):
+            if kind == OTHER:
+                if problems is not None:
+                    problems.append((path, f'{_other_path(path)} is a symlink or special file, '
+                                     'not an image (links inside a squashfs image are not '
+                                     'followed)'))
+            else:
+                found.append(path)
     return found
+
+
+def _other_path(path: str) -> str:
+    """A path as the readers name it: ``IMAGE: 'inner/path'`` inside an image."""
+    found = split_image_path(path) if path.startswith('sqsh://') else None
+    return f'{found[0]}: {found[1]!r}' if found else repr(path)
 
 
 def _id_file(suffix: str):
@@ -222,9 +241,10 @@ def quick_check_labeled_split(root: str, split: str, decode: bool = False,
             print(f'ERROR: {d}: folder does not exist (expected <root>/<split>/images/<id>.JPEG '
                   'and <root>/<split>/labels/<id>.yml)')
             return 1
-    images = _first_files(img_dir, _id_file('.JPEG'), n)
-    labels = _first_files(label_dir, _id_file('.yml'), n)
-    errors = []
+    not_files = []
+    images = _first_files(img_dir, _id_file('.JPEG'), n, problems=not_files)
+    labels = _first_files(label_dir, _id_file('.yml'), n, problems=not_files)
+    errors = [msg for _, msg in not_files]
     if not images:
         errors.append(f'{img_dir}: no <id>.JPEG files')
     if not labels:
@@ -236,7 +256,10 @@ def quick_check_labeled_split(root: str, split: str, decode: bool = False,
     for path in labels:
         img_id = osp.basename(path)[:-len('.yml')]
         items.setdefault(img_id, (int(img_id), fileio.join_path(img_dir, f'{img_id}.JPEG'), path))
+    named = {path for path, _ in not_files}
     for img_id, img_path, label_path in items.values():
+        if img_path in named or label_path in named:
+            continue
         missing = [p for p in (img_path, label_path) if not fileio.isfile(p)]
         if missing:
             errors.append(f'{UNPAIRED}: {missing[0]} does not exist')
@@ -251,9 +274,11 @@ def quick_check_labeled_split(root: str, split: str, decode: bool = False,
 
 def quick_check_unlabeled(root: str, decode: bool = False, n: int = QUICK_SAMPLE) -> int:
     """The first ``n`` images (any case, two folder levels) have a readable header."""
+    not_files = []
     paths = _first_files(root, lambda name: name.lower().endswith(IMAGE_EXTENSIONS), n,
-                         max_depth=2)
-    errors = [err for _, _, err in _check_unlabeled_chunk((paths, decode)) if err]
+                         max_depth=2, problems=not_files)
+    errors = [msg for _, msg in not_files]
+    errors += [err for _, _, err in _check_unlabeled_chunk((paths, decode)) if err]
     if not paths:
         errors.append(f'{root}: no image files found (first two folder levels; '
                       f'{", ".join(IMAGE_EXTENSIONS)})')
@@ -395,19 +420,21 @@ def main(argv=None) -> int:
         return 1 if n_errors else 0
     root = source.root
     splits = args.split or list(source.splits)
-    if args.quick:
-        n_errors = (sum(quick_check_labeled_split(root, s, args.decode) for s in splits)
-                    if splits else quick_check_unlabeled(root, args.decode))
-    elif splits:
-        n_errors = 0
-        for split in splits:
-            try:
+    n_errors = 0
+    # a problem that stops the listing itself (a link inside an image, a missing folder) is one
+    # ERROR line for its split, as any other problem
+    for split in splits or [None]:
+        try:
+            if split is None:
+                n_errors += (quick_check_unlabeled(root, args.decode) if args.quick
+                             else check_unlabeled(root, args.decode, args.workers))
+            elif args.quick:
+                n_errors += quick_check_labeled_split(root, split, args.decode)
+            else:
                 n_errors += check_labeled_split(root, split, args.decode, args.workers)
-            except FileNotFoundError as e:
-                print(f'ERROR: {e}')
-                n_errors += 1
-    else:
-        n_errors = check_unlabeled(root, args.decode, args.workers)
+        except (FileNotFoundError, UserError) as e:
+            print(f'ERROR: {e}')
+            n_errors += 1
     print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
     return 1 if n_errors else 0
 

@@ -12,8 +12,11 @@ is the k-th category; a config's ``metainfo=dict(classes=...)`` may name a subse
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import os.path as osp
+from collections import Counter
 from dataclasses import dataclass
 
 from mmdet.datasets import CocoDataset
@@ -21,10 +24,18 @@ from mmdet.registry import DATASETS
 from mmengine import fileio
 from mmengine.logging import MMLogger
 
+from .labeled_index import read_image_size
 from .samplers import SeededSamplesMixin
 from .classes import palette
 
 ANN_FILE = 'annotations/instances_{split}.json'
+# what the dataset repairs or leaves out, as its log counts them
+SIZE_DIFFERS = "width/height differs from the image file; the file's size used"
+ZERO_AREA = "area 0 or less; the box's area used"
+OUTSIDE = 'box outside the image dropped'
+TINY = 'box under 1 pixel wide or high dropped'
+IGNORED = 'box with "ignore" set left out'
+OTHER_CLASS = 'box of a category not in metainfo classes left out'
 
 
 class CocoDataError(ValueError):
@@ -78,18 +89,24 @@ def load_json(path: str) -> dict:
 
 
 # kinds of problems (the first word of each message after the file name)
-MISSING_KEY, DUPLICATE, UNKNOWN_IMAGE, UNKNOWN_CATEGORY, BAD_BOX = (
+MISSING_KEY, DUPLICATE, UNKNOWN_IMAGE, UNKNOWN_CATEGORY, BAD_BOX, BAD_VALUE = (
     'missing key', 'duplicate id or name', 'annotation on an unknown image id',
-    'unknown category id', 'malformed bbox')
+    'unknown category id', 'malformed bbox', 'value of the wrong type')
 _REQUIRED = (('categories', ('id', 'name')), ('images', ('id', 'file_name', 'width', 'height')),
              ('annotations', ('id', 'image_id', 'category_id', 'bbox')))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def structure_problems(path: str, data: dict) -> list:
     """Every (kind, message) that makes the data ambiguous, each message naming the file and
     the entry: a missing key, duplicate image / category / annotation ids or category names, an
     annotation on an image id or of a category id that does not exist, a bbox that is not 4
-    numbers."""
+    numbers, a value of a type mmdet would crash on or misread (a width or height that is no
+    positive number, a file_name that is no string, an area that is no number, an iscrowd
+    other than 0 or 1)."""
     problems, valid = [], {}
     for section, keys in _REQUIRED:
         valid[section] = []
@@ -111,6 +128,20 @@ def structure_problems(path: str, data: dict) -> list:
                                  f'{section}[{first[v]}]'))
             else:
                 first[v] = i
+    for i, im in valid['images']:
+        where = f'{path}: images[{i}] (id {im["id"]})'
+        for k in ('width', 'height'):
+            if not (_number(im[k]) and im[k] > 0):
+                problems.append((BAD_VALUE, f'{where}: {k} {im[k]!r} is not a positive number'))
+        if not isinstance(im['file_name'], str):
+            problems.append((BAD_VALUE, f'{where}: file_name {im["file_name"]!r} is not a '
+                             'string'))
+    for i, a in valid['annotations']:
+        where = f'{path}: annotations[{i}] (id {a["id"]})'
+        if 'area' in a and not _number(a['area']):
+            problems.append((BAD_VALUE, f'{where}: area {a["area"]!r} is not a number'))
+        if 'iscrowd' in a and a['iscrowd'] not in (0, 1):
+            problems.append((BAD_VALUE, f'{where}: iscrowd {a["iscrowd"]!r} is not 0 or 1'))
     image_ids = {e['id'] for _, e in valid['images']}
     cat_ids = {e['id'] for _, e in valid['categories']}
     for i, a in valid['annotations']:
@@ -122,8 +153,7 @@ def structure_problems(path: str, data: dict) -> list:
             problems.append((UNKNOWN_CATEGORY, f'{where}: category_id {a["category_id"]} is not '
                              'in "categories"'))
         box = a['bbox']
-        if not (isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
             problems.append((BAD_BOX, f'{where}: bbox {box!r} is not [x, y, width, height]'))
     return problems
 
@@ -199,16 +229,50 @@ class CocoFormatDataset(SeededSamplesMixin, CocoDataset):
         self.cat_ids = [by_name[c] for c in self.metainfo['classes']]
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         anns_of, self.cat_img_map = {}, {c: [] for c in coco.cat_ids}  # upstream's filter_data
-        for a in coco.data['annotations']:
-            anns_of.setdefault(a['image_id'], []).append(a)
+        for k, a in enumerate(coco.data['annotations']):
+            anns_of.setdefault(a['image_id'], []).append((k, a))
             self.cat_img_map[a['category_id']].append(a['image_id'])
+        counts, examples = Counter(), {}
+
+        def note(kind: str, example: str) -> None:
+            counts[kind] += 1
+            examples.setdefault(kind, example)
+
+        wanted = set(self.cat_ids)
         data_list = []
-        for im in coco.data['images']:
+        for i, im in enumerate(coco.data['images']):
             info = dict(im, img_id=im['id'])
-            data_list.append(self.parse_data_info(
-                dict(raw_img_info=info, raw_ann_info=anns_of.get(im['id'], []))))
+            # mmdet keeps only the part of each box inside width x height: the file decides
+            path = osp.join(self.data_prefix['img'], im['file_name'])
+            w, h = read_image_size(path)
+            if (im['width'], im['height']) != (w, h):
+                note(SIZE_DIFFERS, f'images[{i}] (id {im["id"]}): {im["width"]}x{im["height"]} '
+                     f'in the JSON, {w}x{h} in {path}')
+                info.update(width=w, height=h)
+            anns = []
+            for k, a in anns_of.get(im['id'], []):
+                where = f'annotations[{k}] (id {a["id"]})'
+                x, y, bw, bh = a['bbox']
+                if a.get('ignore', False):  # mmdet leaves these out of training and scoring
+                    note(IGNORED, where)
+                elif max(0, min(x + bw, w) - max(x, 0)) * max(0, min(y + bh, h) - max(y, 0)) == 0:
+                    note(OUTSIDE, where)
+                elif bw < 1 or bh < 1:
+                    note(TINY, where)
+                elif a['category_id'] not in wanted:
+                    note(OTHER_CLASS, where)
+                elif a['area'] <= 0:  # mmdet would drop the box from training and scoring
+                    note(ZERO_AREA, where)
+                    a = dict(a, area=bw * bh)
+                anns.append(a)
+            data_list.append(self.parse_data_info(dict(raw_img_info=info, raw_ann_info=anns)))
+        logger = MMLogger.get_current_instance()
+        for kind in (SIZE_DIFFERS, ZERO_AREA, OUTSIDE, TINY, IGNORED, OTHER_CLASS):
+            if counts[kind]:
+                logger.log(logging.INFO if kind == OTHER_CLASS else logging.WARNING,
+                           f'{self.ann_file}: {counts[kind]} x {kind} (e.g. {examples[kind]})')
         boxes = sum(len(d['instances']) for d in data_list)
-        MMLogger.get_current_instance().info(
+        logger.info(
             f'{self.ann_file}: {len(data_list)} images ({coco.no_boxes} without annotations), '
             f'{boxes} boxes of {len(self.cat_ids)} classes')
         return data_list

@@ -18,7 +18,9 @@ the training configs here set it False, as the seed trained on every image).
 
 Reading 50,000 small yml files is the slow part of a 24-hour job's start, so parsing uses
 libyaml when available, runs in worker processes, and the result is cached on disk under a
-key built from every file's name, size and mtime, so any change to the folder re-indexes.
+key built from every file's name, size and mtime, so any change to the folder re-indexes; inside
+a squashfs image (no per-file mtimes) the key also holds a digest of every label file's bytes
+and of the image's metadata tables.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import numpy as np
 import yaml
 from mmengine import fileio
 
-from ..fileio.sqsh_backend import image_identity, is_sqsh_uri
+from ..fileio.sqsh_backend import image_identity, is_sqsh_uri, metadata_digest, read_files
 from ..errors import UserError
 from ..fileio.atomic_local import atomic_open
 from ..fileio.sqsh_backend import scandir as sqsh_scandir
@@ -300,6 +302,19 @@ def scan_split(root: str, split: str) -> SplitFiles:
                       (tuple(sorted(img_stats)), tuple(sorted(label_stats))) + image, ignored)
 
 
+def _image_content(root: str, files: SplitFiles) -> tuple:
+    """What identifies the labels inside a squashfs image, whose files have no mtime (0 when
+    packed with -all-time 0) and whose size and superblock can stay the same after a same-size
+    edit: a digest of every label file's bytes and of the image's metadata tables (the images'
+    names, sizes and layout)."""
+    h = hashlib.sha256()
+    ids = sorted(files.label_ids)
+    for i, data in zip(ids, read_files(files.label_ids[i] for i in ids)):
+        h.update(b'%d %d\n' % (i, len(data)))
+        h.update(data)
+    return h.hexdigest(), metadata_digest(root)
+
+
 def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
                cache_dir: str | None = None, use_cache: bool = True,
                num_workers: int | None = None) -> tuple[list[Record], IndexReport]:
@@ -321,8 +336,9 @@ def load_split(root: str, split: str, classes: Iterable[str] = LABELED_CLASSES,
             msgs.append(_describe_unpaired('images without a label file', no_label))
         raise LabeledDataError(f'{split_dir}: ' + '; '.join(msgs), UNPAIRED)
 
+    content = _image_content(root, files) if is_sqsh_uri(root) else ()
     key = hashlib.sha1(pickle.dumps((
-        _INDEX_VERSION, split_dir, classes, files.stats))).hexdigest()
+        _INDEX_VERSION, split_dir, classes, files.stats, content))).hexdigest()
     cache_path = os.path.join(cache_dir or default_cache_dir(), f'{key}.pkl')
     if use_cache and os.path.isfile(cache_path):
         try:

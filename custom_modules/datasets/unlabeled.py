@@ -18,6 +18,9 @@ from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
+from ..errors import UserError
+from ..fileio.listing import list_tree
+from ..fileio.squashfs import ImageChangedError
 from .samplers import SeededSamplesMixin
 from .unreadable import CHECK_TOOL, UnreadableImagesError, UnreadableLog, log_on_this_rank
 
@@ -54,6 +57,28 @@ class UnlabeledImageFolder(SeededSamplesMixin, CustomDataset):
         self.unreadable: UnreadableLog | None = None
         super().__init__(*args, **kwargs)
 
+    def _find_samples(self) -> list:
+        """The image files under the folder, listed by the rules that make a folder and its
+        squashfs image list the same files in the same order (custom_modules/fileio/listing.py):
+        hidden names skipped and counted, links followed in a folder and refused in an image."""
+        if self.with_label:
+            return super()._find_samples()
+        root = self.img_prefix
+        listing = list_tree(root)
+        if listing.other:
+            path, what = listing.other[0]
+            raise UserError(f'{root}: {path!r} is {what} ({len(listing.other)} in all); put the '
+                            'file itself in its place')
+        if listing.hidden:
+            print_log(f'{root}: skipped {len(listing.hidden)} hidden files and folders (names '
+                      f'starting with "."), e.g. ' + ', '.join(repr(p) for p in listing.hidden[:3]),
+                      logger='current', level=logging.INFO)
+        samples = [p for p in listing.files if self.is_valid_file(p)]
+        if not samples:
+            raise RuntimeError(f'Found 0 files in subfolders of: {self.data_prefix}. '
+                               f'Supported extensions are: {",".join(self.extensions)}')
+        return samples
+
     def full_init(self) -> None:
         super().full_init()
         if self.unreadable is None:
@@ -69,6 +94,8 @@ class UnlabeledImageFolder(SeededSamplesMixin, CustomDataset):
                 try:
                     data = t(data)
                     error = None if data is not None else 'the loader returned nothing'
+                except ImageChangedError:  # the whole data set changed, not one file: stop
+                    raise
                 except Exception as e:
                     error = f'{type(e).__name__}: {e}'
                 if error is not None:

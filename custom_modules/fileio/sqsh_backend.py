@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import os.path as osp
+import struct
 from typing import Iterator
 
 from mmengine.fileio.backends import BaseStorageBackend, register_backend
@@ -73,11 +74,50 @@ def image_identity(uri: str) -> str:
     """What identifies the image a ``sqsh://`` path reads: its size and a digest of its
     superblock (creation time, table positions, counts), so a resumed run notices another or
     rebuilt image even at the same path, and a copy of the same image is still the same."""
-    image, _ = _parse(uri)
-    with open(image.path, 'rb') as f:
+    found = split_image_path(uri)  # the file on disk now, not the one this process has open
+    if found is None:
+        raise FileNotFoundError(f'{uri}: no squashfs image on this path')
+    with open(found[0], 'rb') as f:
         head = f.read(96)
-    return f'{os.path.getsize(image.path)} bytes, superblock sha256 ' \
+        size = os.fstat(f.fileno()).st_size
+    return f'{size} bytes, superblock sha256 ' \
            f'{hashlib.sha256(head).hexdigest()[:16]}'
+
+
+def metadata_digest(uri: str) -> str:
+    """SHA-256 of the image's metadata tables (inodes, folders, fragment, id and export tables:
+    every file's name, size and block layout), read from the file on disk. A cache keyed on it
+    sees a repacked image whose superblock and size came out the same."""
+    found = split_image_path(uri)
+    if found is None:
+        raise FileNotFoundError(f'{uri}: no squashfs image on this path')
+    h = hashlib.sha256()
+    with open(found[0], 'rb') as f:
+        head = f.read(96)
+        bytes_used, = struct.unpack_from('<Q', head, 40)
+        start, = struct.unpack_from('<Q', head, 64)
+        f.seek(start)
+        left = max(bytes_used - start, 0)
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def read_files(uris) -> Iterator[bytes]:
+    """The bytes of each ``sqsh://`` path, in order, looking each folder's image up once (a read
+    through the backend looks the image up every time)."""
+    folders = {}
+    for uri in uris:
+        folder, _, name = str(uri).rpartition('/')
+        found = folders.get(folder)
+        if found is None:
+            found = folders[folder] = _parse(folder)
+        image, inner = found
+        yield image.read(_inner(inner, name))
 
 
 def scandir(uri: str) -> list[tuple[str, bool, int]]:
@@ -125,7 +165,9 @@ class SquashfsBackend(BaseStorageBackend):
 
     def list_dir_or_file(self, dir_path, list_dir: bool = True, list_file: bool = True,
                          suffix=None, recursive: bool = False) -> Iterator[str]:
-        """Paths relative to ``dir_path``, as mmengine's LocalBackend gives them."""
+        """Paths relative to ``dir_path``, as mmengine's LocalBackend gives them (files whose
+        name starts with '.' left out). The datasets list with custom_modules/fileio/listing.py,
+        which also skips hidden folders."""
         if list_dir and suffix is not None:
             raise TypeError('`suffix` should be None when `list_dir` is True')
         image, inner = _parse(str(dir_path))
@@ -133,7 +175,8 @@ class SquashfsBackend(BaseStorageBackend):
             raise FileNotFoundError(f'{dir_path}: not a folder in the image')
 
         def wanted(name: str) -> bool:
-            return suffix is None or name.endswith(suffix)
+            # LocalBackend's rule, so a folder and its image list alike: hidden files skipped
+            return not name.startswith('.') and (suffix is None or name.endswith(suffix))
 
         if not recursive:
             for name, is_dir in image.listdir(inner):

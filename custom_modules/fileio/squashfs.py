@@ -65,6 +65,16 @@ class SquashfsError(UserError):
     compression. The message always names the image file."""
 
 
+class ImageChangedError(SquashfsError):
+    """The image file was replaced, rewritten or removed while this process read it. Never a
+    reason to read the new file instead: the index and every read so far came from the old one."""
+
+
+def _changed(path: str, how: str = '') -> ImageChangedError:
+    return ImageChangedError(f'{path}: the squashfs image changed on disk while it was in use'
+                             f'{how}; a run reads one image from start to end: restart it')
+
+
 def default_cache_dir() -> str:
     """``<XDG_CACHE_HOME or ~/.cache>/sqsh-index``, beside the labeled index's cache."""
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
@@ -599,8 +609,7 @@ class SquashfsImage:
                     st = os.fstat(fd)
                     if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
                         os.close(fd)
-                        raise SquashfsError(f'{self.path}: the squashfs image changed on disk '
-                                            'while it was in use')
+                        raise _changed(self.path)
                     old = self._fd
                     self._fd, self._pid = fd, os.getpid()
                     self._fragments = {}
@@ -721,6 +730,19 @@ class SquashfsImage:
         out.sort()
         return out
 
+    def entries(self, inner: str = '') -> list[tuple[str, int]]:
+        """Immediate children of a folder: (name, DIR, FILE or OTHER), sorted by name."""
+        d = self._entry(inner)
+        if self._kind[d] != DIR:
+            raise NotADirectoryError(f'{self.path}: {inner!r} is not a folder in the image')
+        r = self._children(d)
+        ends = self._name_end[r.start:r.stop + 1].tolist()
+        blob = self._names[ends[0]:ends[-1]].tobytes()
+        base = ends[0]
+        kinds = self._kind[r.start:r.stop].tolist()
+        return sorted((os.fsdecode(blob[s - base:e - base]), k)
+                      for s, e, k in zip(ends[:-1], ends[1:], kinds))
+
     def files(self, inner: str = '') -> list[str]:
         """Every regular file under ``inner``, recursively, as inner paths from the image's
         root, sorted."""
@@ -834,7 +856,7 @@ class SquashfsImage:
 def _unpickle(path: str, cache_dir: str | None, identity: tuple) -> SquashfsImage:
     image = open_image(path, cache_dir)
     if image.identity != tuple(identity):
-        raise SquashfsError(f'{path}: the squashfs image changed on disk while it was in use')
+        raise _changed(path)
     return image
 
 
@@ -854,18 +876,28 @@ os.register_at_fork(after_in_child=_new_locks)
 
 def open_image(image_path: str, cache_dir: str | None = None) -> SquashfsImage:
     """The image at ``image_path``, opened once per process (a dict by realpath). After a fork
-    the same object keeps working; an image that changed on disk is opened again."""
+    the same object keeps working. An image replaced, rewritten or removed after this process
+    opened it raises :class:`ImageChangedError`: its files are never served from the new one
+    (a run would otherwise mix two data sets without a word)."""
     real = os.path.realpath(image_path)
     with _IMAGES_LOCK:
         image = _IMAGES.get(real)
         if image is not None:
             try:
                 st = os.stat(real)
-                same = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == image.identity
-            except OSError:
-                same = False
-            if same and (cache_dir is None or cache_dir == image.cache_dir):
+            except OSError as e:
+                raise _changed(image.path, f' (now: {e.strerror})') from e
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != image.identity:
+                raise _changed(image.path)
+            if cache_dir is None or cache_dir == image.cache_dir:
                 return image
         image = SquashfsImage(image_path, cache_dir)
         _IMAGES[real] = image
         return image
+
+
+def forget_image(image_path: str) -> None:
+    """Drop this process's open image at ``image_path``: the next :func:`open_image` opens the
+    file found there then (for a process that knowingly rebuilt the image)."""
+    with _IMAGES_LOCK:
+        _IMAGES.pop(os.path.realpath(image_path), None)

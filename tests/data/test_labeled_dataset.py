@@ -228,3 +228,33 @@ def test_grayscale_cmyk_rgba_load_as_three_channels(tmp_path, mode):
     assert Image.open(img).mode == mode
     out = _load(img)
     assert out['img'].shape == (30, 40, 3) and out['img'].dtype == np.uint8
+
+
+def test_index_cache_notices_a_same_size_label_edit_inside_a_repacked_image(tmp_path, cache_dir):
+    """Files inside a squashfs image have no mtime of their own (0 with -all-time 0), and a
+    same-size edit can leave the image's size and superblock as they were (always with file data
+    stored uncompressed, as JPEG sets often are): the cache key holds the label files' content,
+    so the edited boxes come out."""
+    from squashfs_tools import mksquashfs, mksquashfs_unavailable
+    why = mksquashfs_unavailable()
+    if why:
+        pytest.skip(why)
+    from custom_modules.fileio import squashfs
+    from custom_modules.datasets.labeled_index import load_split
+    src = tmp_path / 'labeled'
+    write_sample(str(src), 'training', 1, size=(64, 48), bboxes=((10, 8, 50, 40),))
+    image = str(tmp_path / 'labeled.sqsh')
+    times = ('-mkfs-time', '0', '-all-time', '0', '-noD', '-noF')
+    mksquashfs(str(src), image, *times)
+    records, report = load_split('sqsh://' + image, 'training', cache_dir=cache_dir)
+    assert records[0].bboxes.tolist() == [[10, 8, 50, 40]] and not report.from_cache
+    label = src / 'training' / 'labels' / '1.yml'
+    text = label.read_text()
+    label.write_text(text.replace('- 10\n', '- 12\n'))
+    assert len(label.read_text()) == len(text) and label.read_text() != text
+    head = open(image, 'rb').read(96)
+    mksquashfs(str(src), image, *times)
+    squashfs.forget_image(image)  # as a new process would open it
+    assert open(image, 'rb').read(96) == head  # what the key held before: the same
+    records, report = load_split('sqsh://' + image, 'training', cache_dir=cache_dir)
+    assert records[0].bboxes.tolist() == [[12, 8, 50, 40]]

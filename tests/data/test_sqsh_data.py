@@ -425,3 +425,25 @@ def test_a_symlink_in_the_labeled_image_is_one_error_line(data, tmp_path):
     assert r.returncode == 2 and len(errors) == 1, r.stderr[-3000:]
     assert 'Traceback' not in r.stderr
     assert "'training/images/99.JPEG' is a symlink" in errors[0], errors[0]
+
+
+@pytest.mark.parametrize('quick', [False, True])
+def test_check_dataset_names_a_symlink_in_the_labeled_image_in_one_line(data, tmp_path, quick,
+                                                                       capsys):
+    """The pre-submit check (--quick) and the full check name a link inside the image in one
+    ERROR line, without a traceback."""
+    src = tmp_path / 'labeled'
+    shutil.copytree(data['labeled_folder'], src)
+    images = src / 'training' / 'images'
+    first = sorted(os.listdir(images))[0]
+    os.symlink(first, images / '0.JPEG')  # listed first: --quick reads it
+    shutil.copy(src / 'training' / 'labels' / first.replace('.JPEG', '.yml'),
+                src / 'training' / 'labels' / '0.yml')
+    image = mksquashfs(str(src), str(tmp_path / 'labeled.sqsh'))
+    import check_dataset
+    capsys.readouterr()
+    assert check_dataset.main([image, '--workers', '1', *(['--quick'] if quick else [])]) == 1
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith('ERROR')]
+    assert len(errors) == 1 and "'training/images/0.JPEG' is a symlink" in errors[0], out
+    assert 'FAILED: 1 errors' in out

@@ -35,5 +35,16 @@ def run(main, argv=None):
         errors = sys.modules.get('custom_modules.errors')
         if errors is None or not isinstance(e, errors.UserError):
             raise
-        print(f'error: {e}', file=sys.stderr, flush=True)
+        print(f'error: {_own_message(e)}', file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def _own_message(e: Exception) -> str:
+    """The error's own message: one raised in a DataLoader worker arrives re-raised in the main
+    process with the worker's traceback as its message, whose last line is the original one."""
+    text = str(e)
+    if '\nOriginal Traceback' not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name = f'{type(e).__module__}.{type(e).__qualname__}: '
+    return last[len(name):] if last.startswith(name) else text

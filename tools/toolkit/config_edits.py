@@ -69,6 +69,27 @@ def set_coco_files(cfg: Config, name: str, ann_file: str, img_dir: str) -> None:
     ds['data_prefix'] = dict(img=osp.abspath(img_dir) + '/')
 
 
+# the evaluator that scores each dataloader's predictions
+_EVALUATORS = {'val_dataloader': 'val_evaluator', 'test_dataloader': 'test_evaluator'}
+
+
+def _score_against_the_file(cfg: Config, name: str, ann: str, classes: tuple,
+                            file_classes: tuple) -> None:
+    """The COCO metric of ``name`` reads its ground truth from the annotation file itself, as
+    pycocotools' COCOeval on that file does: its areas (a segmentation's, not the box's), crowd
+    regions and every box, instead of ground truth rebuilt from the boxes the dataset kept.
+    The metric maps label k to the k-th of the classes in the file's order: a metainfo subset in
+    another order keeps the rebuilt ground truth."""
+    if list(classes) != [c for c in file_classes if c in classes]:
+        return
+    evaluators = cfg.get(_EVALUATORS.get(name, ''))
+    if not evaluators:
+        return
+    for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        if 'CocoMetric' in str(ev.get('type', '')):
+            ev['ann_file'] = ann
+
+
 def setup_coco(cfg: Config, names=('train_dataloader', 'val_dataloader', 'test_dataloader'),
                check_files: bool = True):
     """For the COCO-format datasets among ``names``: read and check each annotation file (a
@@ -112,6 +133,7 @@ def setup_coco(cfg: Config, names=('train_dataloader', 'val_dataloader', 'test_d
         ds['data_prefix'] = dict(img=osp.abspath(img_dir) + '/')
         ds['data_root'] = ''
         classes = tuple((ds.get('metainfo') or {}).get('classes') or coco.classes)
+        _score_against_the_file(cfg, name, ds['ann_file'], classes, coco.classes)
         found.append((name, ann, classes))
     if not found:
         return None

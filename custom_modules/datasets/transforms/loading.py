@@ -10,6 +10,8 @@ from mmengine import fileio
 from mmpretrain.registry import TRANSFORMS as PRETRAIN_TRANSFORMS
 from PIL import Image, ImageOps
 
+from ...fileio.squashfs import ImageChangedError
+
 
 def pillow_to_8bit(img: Image.Image, flag: str) -> Image.Image:
     """A 16-bit grayscale image (PNG, TIFF: Pillow mode ``I;16*``) as 8-bit ``L`` holding the
@@ -48,6 +50,8 @@ class LoadImageNamed(LoadImageFromFile):
         path = results['img_path']
         try:
             img = self._decode(fileio.get(path, backend_args=self.backend_args))
+        except ImageChangedError:  # not this file's fault: the run stops with that error
+            raise
         except Exception as e:
             raise OSError(f'{path}: cannot decode image ({e})') from e
         if img is None:
