@@ -717,18 +717,7 @@ class SquashfsImage:
 
     def listdir(self, inner: str = '') -> list[tuple[str, bool]]:
         """Immediate children of a folder: (name, is a folder), sorted by name."""
-        d = self._entry(inner)
-        if self._kind[d] != DIR:
-            raise NotADirectoryError(f'{self.path}: {inner!r} is not a folder in the image')
-        r = self._children(d)
-        ends = self._name_end[r.start:r.stop + 1].tolist()
-        blob = self._names[ends[0]:ends[-1]].tobytes()
-        base = ends[0]
-        kinds = (self._kind[r.start:r.stop] == DIR).tolist()
-        out = [(os.fsdecode(blob[s - base:e - base]), k)
-               for s, e, k in zip(ends[:-1], ends[1:], kinds)]
-        out.sort()
-        return out
+        return [(name, kind == DIR) for name, kind in self.entries(inner)]
 
     def entries(self, inner: str = '') -> list[tuple[str, int]]:
         """Immediate children of a folder: (name, DIR, FILE or OTHER), sorted by name."""

@@ -46,7 +46,7 @@ def resume_point(path, epoch, iter_):
 
 
 def test_new_run_over_resume_points_refuses_and_leaves_the_record(tmp_path):
-    """Case 1: a command without --resume in a folder with resume points would rewrite the
+    """A command without --resume in a folder with resume points would rewrite the
     record for data B and keep data A's checkpoints; a later --resume then continued them."""
     cfg = cfg_for(tmp_path, 'a')
     resolve_resume(cfg, None, run_inputs(cfg))
@@ -64,7 +64,7 @@ def test_new_run_over_resume_points_refuses_and_leaves_the_record(tmp_path):
 
 
 def test_explicit_rollback_holds_across_restarts(tmp_path):
-    """Case 2: --resume epoch_12.pth after a run diverged at epoch 15, then a requeue before the
+    """--resume epoch_12.pth after a run diverged at epoch 15, then a requeue before the
     continued run saved anything: the restart continued epoch_15.pth."""
     cfg = cfg_for(tmp_path)
     resolve_resume(cfg, None, run_inputs(cfg))
@@ -111,7 +111,7 @@ def test_a_rollback_holds_when_the_first_start_is_requeued_before_it_decides(tmp
 
 
 def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
-    """Cases 1/2: --resume PATH rewrote the record without comparing: a rollback with other
+    """--resume PATH rewrote the record without comparing: a rollback with other
     data continued data A's checkpoint silently."""
     cfg = cfg_for(tmp_path, 'a')
     resolve_resume(cfg, None, run_inputs(cfg))
@@ -137,7 +137,7 @@ def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
 
 
 def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
-    """Case 9: auto_scale_lr scales the LR for the new total batch, then the resumed optimizer
+    """auto_scale_lr scales the LR for the new total batch, then the resumed optimizer
     and scheduler state put the old one back; the message says so."""
     cfg = cfg_for(tmp_path, path=MOCO)
     four = dict(run_inputs(cfg), world_size=4)
@@ -214,7 +214,7 @@ def toy_runner(work, max_epochs=2, hooks=(), **kw):
 
 
 def test_a_finished_run_always_has_its_keep_file(tmp_path, monkeypatch, signals_restored):
-    """Case 4: killed after the last epoch's resumable checkpoint, before its keep file: the run
+    """Killed after the last epoch's resumable checkpoint, before its keep file: the run
     looked finished and the next stage found no --pretrained file."""
     put, written = AtomicLocalBackend.put, []
 
@@ -243,7 +243,7 @@ def _terminated(signum, frame):
 
 def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, monkeypatch,
                                                                    signals_restored):
-    """Case 10: preemption and scancel send SIGTERM, then SIGKILL after a grace time; it used to
+    """Preemption and scancel send SIGTERM, then SIGKILL after a grace time; it used to
     kill at once, losing every iteration since the epoch checkpoint."""
     signal.signal(signal.SIGTERM, _terminated)
     monkeypatch.setenv('SLURM_JOB_ID', '42')
@@ -261,7 +261,7 @@ def test_sigterm_in_training_saves_and_leaves_the_requeue_to_slurm(tmp_path, mon
 
 @pytest.mark.parametrize('how', ['pipeline', 'train.sbatch', 'srun'])
 def test_a_failed_requeue_says_what_continues_the_job(monkeypatch, how):
-    """Case 5: the message said 'submit the same sbatch command', a job nothing after it in a
+    """The message said 'submit the same sbatch command', a job nothing after it in a
     chain waits for; it prints the command that continues the job (the chain's for a stage)."""
     monkeypatch.setenv('SLURM_JOB_ID', '42')
     monkeypatch.setenv('SLURM_SUBMIT_DIR', '/sub')
@@ -312,7 +312,7 @@ def test_the_continue_command_after_a_rollback_continues_the_newest_checkpoint(m
 
 
 def test_time_limit_signal_before_training_starts_is_logged(monkeypatch, signals_restored):
-    """Case 7: tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
+    """tools/train.py ignored a SIGUSR1 that arrived while it started (imports, data
     checks, building the runner) without a word."""
     import train
     importlib.reload(train)  # its first lines take SIGUSR1 over
@@ -354,7 +354,7 @@ def val_runner(work, seen, **kw):
 
 def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
                                                          signals_restored):
-    """Case 3: the signal was only looked at between training iterations, so a long validation
+    """The signal was only looked at between training iterations, so a long validation
     (COCO evaluation of the whole set) ran into the time limit: TIMEOUT, never requeued."""
     monkeypatch.delenv('SLURM_JOB_ID', raising=False)
     work = tmp_path / 'work'

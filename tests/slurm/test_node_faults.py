@@ -101,7 +101,7 @@ def _iters(work, rank):
 
 @pytest.mark.slow
 def test_unreadable_png_on_rank_1_is_logged_by_name(two_node_env):
-    """Case 8: rank 1's unreadable files reached no log at the time (mmengine gives ranks other
+    """Rank 1's unreadable files reached no log at the time (mmengine gives ranks other
     than 0 no log file and an ERROR-level console), and rank 0's summary named only 3 of them."""
     data = os.path.join(two_node_env['root'], 'unlabeled-bad')
     bad = _pngs(data, 8, bad=(1, 3, 5, 7))  # odd indices: rank 1's, unshuffled
@@ -184,7 +184,7 @@ def _toy_runner(work, steps, every=1.0, **kw):
 
 def test_timed_checkpoint_keeps_the_newest_and_resumes_from_it(tmp_path, monkeypatch,
                                                                signals_restored):
-    """Case 11: a node that dies lost every iteration since the epoch checkpoint; now one every
+    """A node that dies lost every iteration since the epoch checkpoint; now one every
     ``save_every_minutes`` (rank 0's clock), only the newest kept, a resume point that continues
     exactly as the run would have."""
     clock = _Clock()
@@ -294,7 +294,7 @@ def test_time_limit_signal_to_a_two_node_job(two_node_env, slurm2, tiny, tiny_re
 @pytest.mark.multinode
 def test_kill_9_of_one_rank_loses_at_most_the_interval(two_node_env, slurm2, tiny,
                                                        tiny_reference):
-    """Case 11: ``kill -9`` of rank 1 (a node that dies) in a job saving every 2.4 s
+    """``kill -9`` of rank 1 (a node that dies) in a job saving every 2.4 s
     (`--cfg-options custom_hooks.2.save_every_minutes=0.04`): the restarted job continues from
     the newest in-epoch checkpoint, at most the interval (plus the iteration then running)
     before the kill, and ends with the uninterrupted run's weights."""
