@@ -130,7 +130,8 @@ def test_train_sets_the_warmup_in_iterations_before_training(tiny, tmp_path, mon
 
     def from_cfg(cfg):
         runners.append(Runner(world_size=1, cfg=cfg, param_schedulers=cfg.param_scheduler,
-                              logger=types.SimpleNamespace(info=print)))
+                              auto_scale_lr=cfg.auto_scale_lr,
+                              logger=types.SimpleNamespace(info=print, warning=print)))
         return runners[-1]
     monkeypatch.setattr(QuietRunner, 'from_cfg', from_cfg)
     args = [SSL, '--data-root', tiny['labeled'], '--cfg-options', 'model.backbone.init_cfg=None',
