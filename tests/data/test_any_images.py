@@ -77,6 +77,7 @@ def folder(module_tmp):
 def labeled_load():
     """The labeled pipeline's loading transform, as the detection configs build it."""
     from mmdet.registry import TRANSFORMS
+    init_default_scope('mmdet')  # as the detection runner does, whatever a test before set
     return TRANSFORMS.build(Config.fromfile(LABELED).load_image)
 
 
@@ -114,6 +115,7 @@ def test_every_image_found_and_decoded_as_the_labeled_pipeline(config, folder, l
 def test_16_bit_scaled_exif_not_applied_course_pngs_as_before(folder):
     from mmpretrain.registry import TRANSFORMS
     root, _ = folder
+    init_default_scope('mmpretrain')  # as the pretraining runner does
     load = TRANSFORMS.build(Config.fromfile(os.path.join(REPO, 'configs', REAL[0])).load_image)
 
     def decode(rel):

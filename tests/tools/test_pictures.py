@@ -314,7 +314,8 @@ def test_plot_curves_overlays_runs(tmp_path):
     write_run(a, '20260101_000000', 10.0, epochs=(1, 2))
     write_run(a, '20260102_000000', 20.0, epochs=(2, 3))  # resumed at epoch 2: replaces it
     write_run(b, '20260101_000000', 30.0, epochs=(1, 2, 3))
-    train, val = plot_curves.read_scalars(a)
+    from toolkit.scalars import read_scalars
+    train, val = read_scalars(a)
     assert sorted(train['loss']) == [5, 10, 15, 20, 25, 30]
     assert train['loss'][15] == 20.0 / 15 and train['loss'][5] == 10.0 / 5
     assert val['coco/bbox_mAP'] == {1: 0.1, 2: 0.2, 3: pytest.approx(0.3)}
