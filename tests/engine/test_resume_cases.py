@@ -63,15 +63,19 @@ def test_new_run_over_resume_points_refuses_and_leaves_the_record(tmp_path):
     assert resolve_resume(a, 'auto', run_inputs(a)).meta['epoch'] == 5
 
 
+def _diverged_at_15(tmp_path):
+    """A work folder whose run saved epochs 12 and 15; (folder, epoch 12's checkpoint)."""
+    cfg = cfg_for(tmp_path)
+    resolve_resume(cfg, None, run_inputs(cfg))
+    for n in (12, 15):
+        resume_point(os.path.join(cfg.work_dir, f'epoch_{n}.pth'), n, 10 * n)
+    return cfg.work_dir, os.path.join(cfg.work_dir, 'epoch_12.pth')
+
+
 def test_explicit_rollback_holds_across_restarts(tmp_path):
     """--resume epoch_12.pth after a run diverged at epoch 15, then a requeue before the
     continued run saved anything: the restart continued epoch_15.pth."""
-    cfg = cfg_for(tmp_path)
-    resolve_resume(cfg, None, run_inputs(cfg))
-    work = cfg.work_dir
-    for n in (12, 15):
-        resume_point(os.path.join(work, f'epoch_{n}.pth'), n, 10 * n)
-    rollback = os.path.join(work, 'epoch_12.pth')
+    work, rollback = _diverged_at_15(tmp_path)
     cfg = cfg_for(tmp_path)
     assert resolve_resume(cfg, rollback, run_inputs(cfg)).meta['epoch'] == 12
     cfg = cfg_for(tmp_path)
@@ -91,12 +95,7 @@ def test_a_rollback_holds_when_the_first_start_is_requeued_before_it_decides(tmp
     first start decided anything (preemption during imports, a node failure at launch): the
     restart found the folder's own epoch_15.pth and continued the abandoned run."""
     monkeypatch.setenv('SLURM_JOB_ID', '77')
-    cfg = cfg_for(tmp_path)
-    resolve_resume(cfg, None, run_inputs(cfg))
-    work = cfg.work_dir
-    for n in (12, 15):
-        resume_point(os.path.join(work, f'epoch_{n}.pth'), n, 10 * n)
-    rollback = os.path.join(work, 'epoch_12.pth')
+    work, rollback = _diverged_at_15(tmp_path)
     cfg = cfg_for(tmp_path)
     resolve_resume(cfg, rollback, run_inputs(cfg), restarted=True)
     assert cfg.load_from == rollback, f'the restart continued {cfg.load_from}'
