@@ -231,3 +231,18 @@ def signals_restored(monkeypatch):
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    """A fresh current MMLogger writing to a file: print_log(logger='current') lands there."""
+    import logging
+    import uuid
+
+    from mmengine.logging import MMLogger
+    path = tmp_path / 'job.log'
+    logger = MMLogger.get_instance(f'test-{uuid.uuid4().hex}', log_file=str(path))
+    yield path
+    for h in logger.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.close()

@@ -4,14 +4,11 @@ the file's header, every box still dropped is counted by reason in the log, and 
 wrong type (``"area": null``, a width as a string) stops train.py and check_dataset.py with one
 line naming the file and the entry."""
 import json
-import logging
 import os
 import re
-import uuid
 
 import numpy as np
 import pytest
-from mmengine.logging import MMLogger
 from PIL import Image
 
 from helpers import REPO
@@ -34,16 +31,6 @@ def _coco(root, images, annotations):
     ann = root / 'annotations' / 'instances_training.json'
     ann.write_text(json.dumps(data))
     return str(ann)
-
-
-@pytest.fixture
-def log_file(tmp_path):
-    path = tmp_path / 'job.log'
-    logger = MMLogger.get_instance(f'coco-{uuid.uuid4().hex}', log_file=str(path))
-    yield path
-    for h in logger.handlers:
-        if isinstance(h, logging.FileHandler):
-            h.close()
 
 
 def _dataset(root):

@@ -2,14 +2,11 @@
 squashfs image (and unpacked again): hidden names (``._a.PNG`` from macOS, ``.DS_Store``, hidden
 folders) are skipped and counted in both; a symlink is followed in a folder, and stops a run
 with one line naming it inside an image, which holds only the link's text."""
-import logging
 import os
 import subprocess
-import uuid
 
 import pytest
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -43,16 +40,6 @@ def _forms(tmp_path, link: bool):
     subprocess.run(['unsquashfs', '-q', '-n', '-d', str(unpacked), image], check=True,
                    capture_output=True)
     return str(folder), image, str(unpacked)
-
-
-@pytest.fixture
-def log_file(tmp_path):
-    path = tmp_path / 'job.log'
-    logger = MMLogger.get_instance(f'listing-{uuid.uuid4().hex}', log_file=str(path))
-    yield path
-    for h in logger.handlers:
-        if isinstance(h, logging.FileHandler):
-            h.close()
 
 
 def _listed(root: str) -> list:

@@ -1,9 +1,7 @@
 """The MoCo configs' dataset finds N.PNG files (upper-case, sub-folders) and nothing else;
 UnlabeledImageFolder, the same scan, skips, counts and limits unreadable ones."""
-import logging
 import os
 import types
-import uuid
 
 import numpy as np
 import pytest
@@ -62,17 +60,6 @@ def _folder_dataset(root, **kwargs):
     ds_cfg.update(type='UnlabeledImageFolder', data_root=str(root), **kwargs)
     init_default_scope('mmpretrain')
     return DATASETS.build(ds_cfg)
-
-
-@pytest.fixture
-def log_file(tmp_path):
-    """A fresh current MMLogger writing to a file: print_log(logger='current') lands there."""
-    path = tmp_path / 'job.log'
-    logger = MMLogger.get_instance(f'unreadable-{uuid.uuid4().hex}', log_file=str(path))
-    yield path
-    for h in logger.handlers:
-        if isinstance(h, logging.FileHandler):
-            h.close()
 
 
 def test_unreadable_image_skipped_logged_and_counted_once(tmp_path, log_file):

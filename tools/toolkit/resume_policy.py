@@ -30,6 +30,8 @@ from typing import NamedTuple
 import torch
 from mmengine.config import Config
 
+from custom_modules.engine.hooks.checkpoint_hooks import (point_last_checkpoint,
+                                                          read_last_checkpoint)
 from custom_modules.engine.runner.loops import OLD_VAL_PENDING_KEY, VAL_PENDING_KEY
 from custom_modules.errors import UserError
 from custom_modules.fileio.atomic_local import AtomicLocalBackend
@@ -90,13 +92,10 @@ def latest_resume_point(work_dir: str) -> str | None:
 
 def _latest_resume_point(work_dir: str) -> tuple[str | None, dict | None]:
     """(path, meta) of :func:`latest_resume_point`: each candidate file is read once."""
-    named = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(named):
-        with open(named) as f:
-            path = f.read().strip()
-        meta = read_checkpoint_meta(path)[0] if path and osp.isfile(path) else None
-        if meta is not None:
-            return path, meta
+    path = read_last_checkpoint(work_dir)
+    meta = read_checkpoint_meta(path)[0] if path and osp.isfile(path) else None
+    if meta is not None:
+        return path, meta
     found = []
     for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
         if re.fullmatch(r'(epoch|iter)_\d+\.pth', name):
@@ -202,7 +201,7 @@ def _point_last_checkpoint(work_dir: str, path: str) -> None:
     """Rank 0 makes ``path`` the folder's latest resume point, as CheckpointHook does when it
     saves."""
     if launch_rank() == 0:
-        AtomicLocalBackend().put_text(path, osp.join(work_dir, 'last_checkpoint'))
+        point_last_checkpoint(work_dir, path)
 
 
 def _job() -> str:

@@ -5,6 +5,8 @@ import os
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
+from ...fileio.atomic_local import atomic_open
+
 
 def checkpoint_backend_args(runner):
     """The ``backend_args`` of the runner's CheckpointHook (``default_hooks.checkpoint``; the
@@ -13,6 +15,21 @@ def checkpoint_backend_args(runner):
     way.
     None (mmengine's default backend) without a CheckpointHook."""
     return next((h.backend_args for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+
+
+def read_last_checkpoint(work_dir: str) -> str:
+    """The path ``last_checkpoint`` names (mmengine's resume pointer), '' when there is none."""
+    try:
+        with open(os.path.join(work_dir, 'last_checkpoint')) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+def point_last_checkpoint(work_dir: str, path: str) -> None:
+    """Make ``path`` the folder's resume point, written atomically."""
+    with atomic_open(os.path.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(path)
 
 
 @HOOKS.register_module()

@@ -1,19 +1,12 @@
 """Stop at the first non-finite loss, before it is saved."""
 import math
-import os
 
 import torch
 from mmengine.hooks import Hook
 from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import HOOKS
 
-
-def _last_checkpoint(work_dir: str) -> str:
-    try:
-        with open(os.path.join(work_dir, 'last_checkpoint')) as f:
-            return f.read().strip()
-    except OSError:
-        return ''
+from .checkpoint_hooks import read_last_checkpoint
 
 
 def _in_fp16(optim_wrapper) -> bool:
@@ -39,7 +32,7 @@ class FiniteLossHook(Hook):
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if not bad:
             return
-        last = _last_checkpoint(runner.work_dir)
+        last = read_last_checkpoint(runner.work_dir)
         if not last:
             how = (f'no checkpoint in {runner.work_dir} yet: lower the lr or fix the data, then '
                    'start again')

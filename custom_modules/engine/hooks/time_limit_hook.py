@@ -22,10 +22,10 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ...fileio.atomic_local import atomic_open
 from ..runner.loops import (OLD_VAL_PENDING_KEY, RNG_KEY, VAL_PENDING_KEY, capture_rng,
                             validates_after)
-from .checkpoint_hooks import checkpoint_backend_args
+from .checkpoint_hooks import (checkpoint_backend_args, point_last_checkpoint,
+                               read_last_checkpoint)
 
 # exit status of a run stopped by TimeLimitHook (EX_TEMPFAIL): the work is not finished, so
 # Slurm dependants (afterok) must not start
@@ -130,7 +130,7 @@ class TimeLimitHook(Hook):
                 loader.worker_init_fn = _StopSignalsIgnored(loader.worker_init_fn)
         self._trained = False
         self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
-        self._last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        self._last = read_last_checkpoint(runner.work_dir)
         old = getattr(runner.message_hub, 'runtime_info', {}).pop(OLD_VAL_PENDING_KEY, None)
         if old is not None:
             runner.message_hub.update_info(VAL_PENDING_KEY, old)
@@ -214,23 +214,14 @@ class TimeLimitHook(Hook):
             return  # not inside training (tools/test.py)
         runner.message_hub.update_info(VAL_PENDING_KEY, None)
         if runner.epoch >= getattr(runner.train_loop, 'max_epochs', float('inf')):
-            name = f'epoch_{runner.epoch}.pth'
-            runner.save_checkpoint(runner.work_dir, name,
-                                   meta=dict(epoch=runner.epoch, iter=runner.iter),
-                                   by_epoch=False, backend_args=checkpoint_backend_args(runner))
-            if is_main_process():
-                path = os.path.join(runner.work_dir, name)
-                with atomic_open(os.path.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
-                    f.write(path)
-                _remove_iter_checkpoints(runner.work_dir)
-                self._last, self._saved_at = path, monotonic()
+            self._write(runner, f'epoch_{runner.epoch}.pth', runner.epoch, runner.iter)
 
     def after_train_epoch(self, runner) -> None:
         """Drop in-epoch checkpoints once an epoch checkpoint supersedes them; the time to the
         next timed save counts from a new checkpoint."""
         if not is_main_process():
             return
-        last = _read_text(os.path.join(runner.work_dir, 'last_checkpoint'))
+        last = read_last_checkpoint(runner.work_dir)
         if last != self._last:
             self._last, self._saved_at = last, monotonic()
         if not last or os.path.basename(last).startswith('iter_'):
@@ -241,13 +232,16 @@ class TimeLimitHook(Hook):
         """Save the resume point ``iter_N.pth`` (every rank's RNG state included), point
         ``last_checkpoint`` at it and drop the older in-epoch ones; return its path."""
         runner.message_hub.update_info(RNG_KEY, all_gather_object(capture_rng()))
-        name = f'iter_{iter_}.pth'
+        return self._write(runner, f'iter_{iter_}.pth', epoch, iter_)
+
+    def _write(self, runner, name: str, epoch: int, iter_: int) -> str:
+        """Save ``name`` with the training state, make it the resume point and drop the
+        in-epoch checkpoints it supersedes; return its path."""
         path = os.path.join(runner.work_dir, name)
         runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
                                by_epoch=False, backend_args=checkpoint_backend_args(runner))
         if is_main_process():
-            with atomic_open(os.path.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
-                f.write(path)
+            point_last_checkpoint(runner.work_dir, path)
             _remove_iter_checkpoints(runner.work_dir, keep=name)
             self._last, self._saved_at = path, monotonic()
         return path
@@ -271,14 +265,6 @@ def _remove_iter_checkpoints(work_dir: str, keep: str = '') -> None:
     for name in os.listdir(work_dir):
         if name.startswith('iter_') and name.endswith('.pth') and name != keep:
             os.remove(os.path.join(work_dir, name))
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ''
 
 
 def _continuation() -> str:
