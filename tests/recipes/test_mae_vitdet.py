@@ -6,15 +6,18 @@ demo pair trains, resumes and is evaluated through tools/train.py and tools/test
 import glob
 import os
 import re
+import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DATASETS, MODELS, DefaultScope, init_default_scope
+from mmengine.registry import DATASETS, HOOKS, MODELS, DefaultScope, init_default_scope
 
 import custom_modules  # noqa: F401
+from custom_modules.engine.hooks import time_limit_hook
 from toolkit.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_checkpoint,
                                  checkpoint_kind, load_state_dict_file)
 from toolkit.config_edits import set_data_root, set_pretrained
@@ -550,3 +553,63 @@ def test_mae_demo_trains_in_bfloat16_on_cpu(synthetic_root, tmp_path):
     assert (mixed.type, mixed.dtype) == ('MixedPrecisionOptimWrapper', 'bf16')
     assert all(torch.isfinite(v).all() for v in bf16.values() if v.is_floating_point())
     assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # autocast changed the step
+
+
+class _SignalBeforeIter(Hook):
+    """Sends ``signum`` to this process before the iteration ``at``."""
+
+    def __init__(self, at, signum=signal.SIGUSR1):
+        self.at, self.signum = at, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+ACCUMULATING_DEMO = '''_base_ = {base!r}
+# the full recipe's accumulation and guard hooks on the demo's model
+optim_wrapper = dict(accumulative_counts={accumulate})
+custom_hooks = [*{hooks!r}, dict(type='SignalBeforeIter', at={at})]
+'''
+
+
+@pytest.mark.slow
+def test_a_stop_inside_a_gradient_accumulation_waits_for_its_step_and_replays_exactly(
+        synthetic_root, tmp_path, signals_restored, monkeypatch):
+    """The MAE recipe accumulates the gradients of 2 iterations; a time-limit stop after the
+    first of them saved a checkpoint without that half-gradient, so the resumed run was not the
+    run it continued. The stop waits for the optimizer step; stopped and resumed, the weights
+    equal an uninterrupted run's."""
+    import train as train_tool
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    HOOKS.register_module('SignalBeforeIter', module=_SignalBeforeIter, force=True)
+    recipe = Config.fromfile(MAE)
+    assert recipe.optim_wrapper.accumulative_counts == 2
+    unlabeled = os.path.join(synthetic_root, 'unlabeled')
+    final = {}
+    for name, at in (('uninterrupted', -1), ('stopped', 2)):
+        config = tmp_path / f'{name}.py'
+        config.write_text(ACCUMULATING_DEMO.format(
+            base=MAE_DEMO, accumulate=recipe.optim_wrapper.accumulative_counts,
+            hooks=recipe.custom_hooks, at=at))
+        work = tmp_path / name
+        # 16 images in batches of 2: 8 iterations per epoch, 16 in all
+        args = [str(config), '--work-dir', str(work), '--data-root', unlabeled, '--cfg-options',
+                'train_cfg.max_epochs=2', 'train_dataloader.batch_size=2',
+                *tool_options('train_dataloader')]
+        if at >= 0:
+            with pytest.raises(SystemExit) as e:
+                train_tool.main(args)
+            assert e.value.code == time_limit_hook.EXIT_TIME_LIMIT
+            # the signal came during the 3rd iteration, the first of an accumulation, and the
+            # save waited for the 4th
+            assert (work / 'last_checkpoint').read_text() == str(work / 'iter_4.pth')
+            train_tool.main([*args, '--resume'])
+        else:
+            train_tool.main(args)
+        final[name] = torch.load(work / 'epoch_2.pth', map_location='cpu',
+                                 weights_only=False)['state_dict']
+    assert final['stopped'].keys() == final['uninterrupted'].keys()
+    different = [k for k, v in final['uninterrupted'].items() if not torch.equal(v,
+                                                                                 final['stopped'][k])]
+    assert not different, f'{len(different)} tensors differ after the resume, e.g. {different[:3]}'

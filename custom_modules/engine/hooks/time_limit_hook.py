@@ -20,6 +20,7 @@ import torch.distributed as dist
 from mmengine.dist import all_gather_object, barrier, is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
 from ..runner.loops import (OLD_VAL_PENDING_KEY, RNG_KEY, VAL_PENDING_KEY, capture_rng,
@@ -88,7 +89,8 @@ class TimeLimitHook(Hook):
     SIGUSR1, inside a Slurm batch job, it then runs ``scontrol requeue`` so the job continues from
     there (at most ``$MAX_RESTARTS`` times, default 10), and the process exits with status 75; on
     SIGTERM Slurm requeues the job itself when it is requeueing it (preemption, ``scontrol
-    requeue``), and the process exits with status 143.
+    requeue``), and the process exits with status 143. With gradient accumulation both wait for
+    the accumulation's optimizer step.
 
     A stop during the validation after an epoch (the detection configs' COCO evaluation of the
     whole validation set can outlast the signal's lead) saves the end of that epoch; the resumed
@@ -165,7 +167,7 @@ class TimeLimitHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         signum = self._agreed()[0]
-        if not signum:
+        if not signum or self._trained and _gradients_pending(runner):
             return
         if not self._trained:
             if signum == signal.SIGTERM:  # nothing trained since the checkpoint it resumed
@@ -184,6 +186,8 @@ class TimeLimitHook(Hook):
         # scheduler step, checkpoint and validation come first
         if batch_idx + 1 < len(runner.train_dataloader):
             signum, due = self._agreed()
+            if (signum or due) and _gradients_pending(runner):
+                return  # the optimizer step of this accumulation comes first
             if signum:
                 self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter + 1)
             elif due:
@@ -201,7 +205,7 @@ class TimeLimitHook(Hook):
         if not self._trained:  # not inside training (tools/test.py) or its first validation
             return
         signum = self._agreed()[0]
-        if signum:
+        if signum and not _gradients_pending(runner):
             runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
             self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
@@ -259,6 +263,15 @@ class TimeLimitHook(Hook):
                 _requeue(runner)
         barrier()
         raise SystemExit(_exit_status(signum))
+
+
+def _gradients_pending(runner) -> bool:
+    """Whether the iterations since the last optimizer step left accumulated gradients
+    (``accumulative_counts``), which no checkpoint holds: a resume point saved now would not
+    replay the run, so stops and timed saves wait for the step. Every rank counts alike."""
+    wrapper = runner.optim_wrapper
+    wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]
+    return not all(w.should_update() for w in wrappers)
 
 
 def _remove_iter_checkpoints(work_dir: str, keep: str = '') -> None:
