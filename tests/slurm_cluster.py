@@ -53,9 +53,10 @@ def unavailable() -> str | None:
 
 class SlurmCluster:
     def __init__(self, root: str, cpus: int | None = None, nodes: int = 1,
-                 prefix: str = 'tnode'):
+                 prefix: str = 'tnode', conf: str = ''):
         """``cpus``: per node (default: all of this machine's for one node, 1 for several); more
-        than the machine has lets test processes that share the cluster run side by side."""
+        than the machine has lets test processes that share the cluster run side by side.
+        ``conf``: more slurm.conf lines (preemption, a Prolog, partitions over ``ALL`` nodes)."""
         self.root = root
         self.cpus = cpus or ((os.cpu_count() or 1) if nodes == 1 else 1)
         self.node = socket.gethostname()  # also the controller's host name
@@ -63,6 +64,7 @@ class SlurmCluster:
         self.conf = os.path.join(root, 'slurm.conf')
         self.procs: dict[str, int] = {}
         self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.extra_conf = conf
 
     def _write_conf(self) -> None:
         r = self.root
@@ -107,7 +109,7 @@ SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
 SlurmdLogFile={r}/log/slurmd-%n.log
 {node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
-""")
+{self.extra_conf}""")
 
     def start(self) -> 'SlurmCluster':
         self._write_conf()
@@ -128,8 +130,11 @@ SlurmdLogFile={r}/log/slurmd-%n.log
             self.procs[f'slurmd-{n}'] = self._read_pid(f'{r}/slurmd-{n}.pid')
         deadline = time.time() + 60
         while time.time() < deadline:
-            states = self.run('sinfo', '-h', '-N', '-o', '%T', check=False).stdout.split()
-            if len(states) == len(self.nodes) and set(states) <= {'idle', 'mixed', 'allocated'}:
+            # one line per node and partition: ``conf`` may add partitions
+            states = dict(line.split() for line in self.run(
+                'sinfo', '-h', '-N', '-o', '%N %T', check=False).stdout.splitlines())
+            if (len(states) == len(self.nodes)
+                    and set(states.values()) <= {'idle', 'mixed', 'allocated'}):
                 return self
             time.sleep(0.5)
         raise RuntimeError(f'slurm nodes not all idle after 60 s (states {states!r}); '

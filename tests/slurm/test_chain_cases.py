@@ -264,3 +264,120 @@ def test_rehearsal_fine_tuning_folders_are_refused_at_submit_time(rig, chain, co
                   "'[23, 27]'", 'another folder', 'move'):
         assert words in lines[0], (words, lines[0])
     assert not r.stdout and our_jobs(rig['slurm'], chain['folder']) == []
+
+
+# --- preemption with a grace time, scancel, a job Slurm holds (a cluster of their own) --------
+
+# Stands in for tools/train.py (and tools/test.py) under the sbatch scripts: a first start runs
+# until SIGTERM, then exits as TimeLimitHook does after saving (143); a restart finishes (0).
+TRAINING = '''#!/usr/bin/env bash
+echo "training, restart ${SLURM_RESTART_COUNT:-0}: $*"
+((${SLURM_RESTART_COUNT:-0} == 0)) || exit 0
+trap 'echo "stop requested (SIGTERM): saved"; exit 143' TERM
+touch "$(dirname "$0")/started-$SLURM_JOB_ID"
+while :; do sleep 0.1; done
+'''
+
+
+@pytest.fixture(scope='module')
+def preempt_rig(module_tmp, slurm_preempt):
+    root = module_tmp('preempt')
+    training = root / 'training'
+    training.write_text(TRAINING)
+    training.chmod(0o755)
+    env = {k: v for k, v in slurm_preempt.env.items() if k not in PIPELINE_VARS}
+    return dict(root=root, slurm=slurm_preempt, env=dict(env, PYTHON=str(training), REPO=REPO))
+
+
+def _train_job(rig, name, script='train.sbatch'):
+    r = run_tool('sbatch', '--parsable', '-p', 'low', '--gres=none', '--ntasks-per-node=1',
+                 '--cpus-per-task=2', f'--job-name={name}',
+                 os.path.join(REPO, 'tools', 'slurm', script), 'cfg.py', '--work-dir', 'w',
+                 env=rig['env'], cwd=rig['root'])
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    log = rig['root'] / f'slurm-{name}-{job}.out'
+    wait_until(lambda: (rig['root'] / f'started-{job}').exists(), f'job {job} training',
+               timeout=120, alive=lambda: rig['slurm'].job_state(job) in ('PENDING', 'RUNNING'),
+               tail=lambda: log.read_text() if log.exists() else '')
+    return job, log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('script', ['train.sbatch', 'test.sbatch'])
+def test_preemption_with_a_grace_time_requeues_the_job(preempt_rig, script):
+    """During the grace time Slurm signals the training but not the batch script, and requeues
+    the job only if it still runs when the grace time ends: train.sbatch exited with the
+    training's 143 at once, the job ended FAILED, its afterok dependants never started, and it
+    said "failed ... will never start (scancel them)". test.sbatch ended FAILED the same way."""
+    slurm = preempt_rig['slurm']
+    job, log = _train_job(preempt_rig, 'preempted', script)
+    r = run_tool('sbatch', '--parsable', '-p', 'low', '--cpus-per-task=1', '--job-name=after',
+                 f'--dependency=afterok:{job}', '--wrap', 'true', env=preempt_rig['env'],
+                 cwd=preempt_rig['root'])
+    after = r.stdout.strip()
+    r = run_tool('sbatch', '--parsable', '-p', 'high', '--cpus-per-task=2', '--job-name=urgent',
+                 '--wrap', 'true', env=preempt_rig['env'], cwd=preempt_rig['root'])
+    assert r.returncode == 0, r.stderr
+    state = slurm.wait(job, timeout=240)
+    out = log.read_text()
+    assert not [s for s in out.splitlines() if s.startswith('error: ')], out[-3000:]
+    assert state == 'COMPLETED' and 'training, restart 1:' in out, (state, out[-3000:])
+    [line] = [s for s in out.splitlines() if s.startswith(f'job {job} (preempted) ')]
+    assert 'is being preempted' in line and 'Slurm requeues the job' in line, out
+    # afterok waited through the requeue
+    assert slurm.wait(after, timeout=120) == 'COMPLETED'
+
+
+def test_scancel_says_the_job_was_cancelled_and_what_continues_it(preempt_rig):
+    """scancel signals the batch script too, which died at once and said nothing: the jobs
+    waiting for the job never start, and nothing said how to continue."""
+    slurm = preempt_rig['slurm']
+    job, log = _train_job(preempt_rig, 'cancelled')
+    slurm.run('scancel', job)
+    assert slurm.wait(job, timeout=120) == 'CANCELLED'
+    wait_until(lambda: 'sbatch ...' in log.read_text(), f'job {job} to say what continues it',
+               timeout=60, tail=log.read_text)
+    error = [s for s in log.read_text().splitlines() if s.startswith('error: ')]
+    assert len(error) == 1 and error[0].startswith(f'error: job {job} (cancelled) was cancelled'), \
+        log.read_text()
+    assert 'failed' not in error[0] and 'never start' in error[0]
+    assert log.read_text().rstrip().splitlines()[-1] == (
+        f'sbatch ... {REPO}/tools/slurm/train.sbatch cfg.py --work-dir w')
+
+
+@pytest.mark.slow
+def test_a_chain_job_held_by_slurm_is_named_with_the_command_that_releases_it(preempt_rig,
+                                                                                 module_tmp):
+    """A job whose launch fails (a prolog error, a node that fails at launch; or more
+    requeues through completion than MaxBatchRequeue) is held by Slurm: the chain waited
+    without a word, and submitting it again said only "still queued or running"."""
+    slurm, folder = preempt_rig['slurm'], preempt_rig['root'] / 'held'
+    labeled = str(module_tmp('held-labeled'))
+    write_tiny_labeled(labeled)
+    moco = preempt_rig['root'] / 'moco.pth'
+    moco.write_bytes(b'')
+    pipeline = dict(LABELED=labeled, MOCO=str(moco), PYTHON=sys.executable, GRES='',
+                    DET_GPUS='1', SBATCH_ARGS='-p low --cpus-per-task=1')
+    env = dict(preempt_rig['env'], PYTHONPATH=os.pathsep.join([REPO, TESTS]))
+    del env['PYTHON']
+    os.makedirs(folder)
+    open(slurm.fail_launch, 'w').close()
+    jobs = []
+    try:
+        r = run_tool(SUBMIT, env=dict(env, **pipeline), cwd=folder, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        jobs = list(job_ids(r.stdout).values())
+        wait_until(lambda: 'held' in job_field(slurm, jobs[0], 'Reason'),
+                   f'job {jobs[0]} held after its launch failed', timeout=60)
+        r = run_tool(SUBMIT, env=dict(env, **pipeline), cwd=folder, timeout=300)
+    finally:
+        os.remove(slurm.fail_launch)
+        slurm.run('scancel', *jobs, check=False)
+        slurm.run('scontrol', 'update', f'NodeName={slurm.nodes[0]}', 'State=RESUME', check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: job {jobs[0]} (det-s1) is held'), \
+        r.stderr
+    assert 'launch failed requeued held' in lines[0]
+    assert f'scontrol release {jobs[0]}' in lines[0], lines[0]

@@ -225,6 +225,24 @@ def test_coco_labeled_folder_is_submitted(rig, data, coco_labeled):
     assert len(calls) == 5 and all(f'--data-root {coco_labeled}' in c for c in calls[1:]), calls
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('reason', ['JobHoldMaxRequeue',  # Slurm 22.05
+                                    'launch failure limit exceeded requeued held'])  # 23.02+
+def test_a_chain_job_held_after_repeated_requeues_is_named_with_its_release(rig, data, reason):
+    """Requeues through job completion (launch failures, a node rebooted under the job) past
+    MaxBatchRequeue hold the job, and the chain behind it waits for ever; submitting again said
+    only "still queued or running". tests/slurm/test_chain_cases.py holds a job on a cluster;
+    this is the state the limit leaves (MaxBatchRequeue is no setting of Slurm 22.05)."""
+    _script(rig['bin'] / 'squeue',
+            f'echo "2001|det-s2|PENDING|{reason}|(null)|{rig["cwd"]}"\n'
+            f'echo "2002|det-s3|PENDING|Dependency|afterok:2001(unfulfilled)|{rig["cwd"]}"\n')
+    moco = rig['tmp'] / 'moco.pth'
+    moco.write_bytes(b'x')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], MOCO=str(moco), PYTHON=sys.executable)
+    assert_refused(rig, r, f'job 2001 (det-s2) is held ({reason})', 'scontrol release 2001;',
+                   'scancel 2001 2002')
+
+
 def test_coco_labeled_folder_without_a_split_file(rig, data, coco_labeled):
     (coco_labeled / 'annotations' / 'instances_validation.json').unlink()
     r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'])

@@ -292,9 +292,22 @@ while ((changed)); do
         fi
     done
 done
+held=()
 for id in "${ours[@]}"; do
-    [[ -n ${stale[$id]:-} ]] || alive+=("$id (${jname[$id]}, ${why_pending[$id]})")
+    [[ -z ${stale[$id]:-} ]] || continue
+    alive+=("$id (${jname[$id]}, ${why_pending[$id]})")
+    # Slurm holds a job whose launch failed (a prolog error, a node failing at launch) or that it
+    # requeued through completion more than MaxBatchRequeue times (JobHoldMaxRequeue; "launch
+    # failure limit exceeded requeued held"); the chain then waits without an end
+    [[ ${why_pending[$id],,} != *held* && ${why_pending[$id],,} != *hold* ]] || held+=("$id")
 done
+if ((${#held[@]})); then
+    id=${held[0]}
+    die "job $id (${jname[$id]}) is held (${why_pending[$id]}), and the chain waits behind it" \
+        "for ever: release it, and it continues from its latest checkpoint: scontrol release" \
+        "$(IFS=,; echo "${held[*]}"); or cancel the chain's jobs (scancel ${ours[*]}) and" \
+        "submit again"
+fi
 if ((${#alive[@]})); then
     printf -v list '%s, ' "${alive[@]}"
     die "jobs submitted earlier from this folder are still queued or running: ${list%, };" \
