@@ -135,6 +135,33 @@ def test_explicit_rollback_with_other_inputs_refuses(tmp_path):
     assert resolve_resume(fresh, rollback, run_inputs(fresh)).meta['epoch'] == 12
 
 
+def test_a_new_run_where_a_branch_start_saved_nothing_starts(tmp_path):
+    """`--resume OTHER/epoch_12.pth` into a fresh folder (a branch) that stopped before saving:
+    the folder's last_checkpoint names the other folder's file, and a new run there was refused
+    as over "the resume points of an earlier run", though the folder holds none."""
+    base, branch_from = _diverged_at_15(tmp_path)
+    branch = cfg_for(tmp_path)
+    branch.work_dir = str(tmp_path / 'branch')
+    assert resolve_resume(branch, branch_from, run_inputs(branch)).meta['epoch'] == 12
+    fresh = cfg_for(tmp_path, 'b')
+    fresh.work_dir = branch.work_dir
+    assert resolve_resume(fresh, None, run_inputs(fresh)).meta is None  # a new run
+    assert fresh.resume is False
+    # its restart (train.sbatch passes --resume) continues nothing of the abandoned branch
+    again = cfg_for(tmp_path, 'b')
+    again.work_dir = branch.work_dir
+    assert resolve_resume(again, 'auto', run_inputs(again), restarted=True).meta is None
+    assert not again.get('load_from')
+    # a branch that saved a checkpoint of its own still refuses a new run
+    resume_point(os.path.join(branch.work_dir, 'epoch_13.pth'), 13, 130)
+    with open(os.path.join(branch.work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(branch_from)  # the branch started again from the other folder
+    fresh = cfg_for(tmp_path, 'b')
+    fresh.work_dir = branch.work_dir
+    with pytest.raises(UserError, match='epoch_13.pth'):
+        resolve_resume(fresh, None, run_inputs(fresh))
+
+
 def test_lr_not_rescaled_for_another_process_count_is_said(tmp_path):
     """auto_scale_lr scales the LR for the new total batch, then the resumed optimizer
     and scheduler state put the old one back; the message says so."""

@@ -22,7 +22,7 @@ import custom_modules  # noqa: F401  (registers the hooks and the loop)
 from custom_modules.engine.hooks import time_limit_hook
 from toolkit.resume_policy import latest_resume_point
 from helpers import REPO, run_tool
-from slurm_jobs import cluster_env, probes, slurm_train, wait_for
+from slurm_jobs import assert_two_ranks_in_step, cluster_env, probes, slurm_train, wait_for
 
 MOCO_DEMO = os.path.join(REPO, 'configs', 'mocov2', 'mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
 INTERVAL_MIN = 0.04  # the in-epoch checkpoint interval of the kill test: 2.4 s
@@ -216,6 +216,61 @@ def test_timed_checkpoint_off(tmp_path, monkeypatch, signals_restored):
     assert not any(steps.seen)
 
 
+# --------------------------------------------- the stop signal to one rank of two processes
+
+class _SignalOneRank(Hook):
+    """Sends SIGUSR1 to this process, on rank ``rank`` only, before iteration ``at``; records
+    every iteration this rank starts."""
+
+    def __init__(self, rank, at):
+        self.rank, self.at, self.started = rank, at, []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        from mmengine.dist import get_rank
+        self.started.append(runner.iter)
+        if get_rank() == self.rank and runner.iter == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _one_rank_signalled(rank, init_file, work, signalled, out):
+    import torch.distributed as dist
+    os.environ.pop('SLURM_JOB_ID', None)  # no requeue: the stop and the save are the test
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+    hook = _SignalOneRank(signalled, at=2)
+    # 8 samples over 2 ranks: 4 iterations per epoch, 2 epochs
+    runner = _toy_runner(work, hook, every=None)
+    try:
+        runner.train()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    dist.destroy_process_group()
+    torch.save(dict(code=code, started=hook.started), f'{out}.{rank}')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signalled', [0, 1])
+def test_the_stop_signal_to_one_rank_stops_both_with_one_save(tmp_path, signalled):
+    """A rank that never receives the signal (Slurm signals every task, but a task may miss it:
+    a node whose slurmd lags, a signal sent by hand) still stops after the same iteration as the
+    other: TimeLimitHook agrees on the stop in an all_reduce every iteration; one checkpoint."""
+    import torch.multiprocessing as mp
+    work, out = tmp_path / 'work', tmp_path / 'out'
+    ctx = mp.start_processes(_one_rank_signalled, nprocs=2, join=False, start_method='spawn',
+                             args=(str(tmp_path / 'init'), str(work), signalled, str(out)))
+    deadline = time.time() + 300
+    while not ctx.join(timeout=1):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError('the two ranks did not end in 300 s (one waits for the other)')
+    got = [torch.load(f'{out}.{r}') for r in (0, 1)]
+    assert [g['code'] for g in got] == [time_limit_hook.EXIT_TIME_LIMIT] * 2, got
+    assert [g['started'] for g in got] == [[0, 1, 2]] * 2, got
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['iter_3.pth']
+    assert latest_resume_point(str(work)) == str(work / 'iter_3.pth')
+
+
 # ------------------------------------------------------------------ two nodes, Slurm
 
 @pytest.fixture(scope='module')
@@ -287,6 +342,73 @@ def test_time_limit_signal_to_a_two_node_job(two_node_env, slurm2, tiny, tiny_re
     assert p[0]['iter'] == p[1]['iter'] == 16
     assert p[0]['weights'] == p[1]['weights'] == tiny_reference['weights']
     assert not glob.glob(os.path.join(work, 'iter_*.pth'))  # superseded by epoch_1.pth
+
+
+# The two-node detector validating after each of its 2 epochs with a loader worker, each
+# validation iteration a second longer; every rank appends the (epoch, batch, pid) of each
+# validation iteration it starts to val_rank<R>.txt in the work folder.
+VAL_PROBE = '''
+import os, time
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class ValProbeHook(Hook):
+    def before_val_iter(self, runner, batch_idx, data_batch=None):
+        with open(os.path.join(runner.work_dir, 'val_rank%d.txt' % get_rank()), 'a') as f:
+            f.write('%d %d %d\\n' % (runner.epoch, batch_idx, os.getpid()))
+        time.sleep(1)
+'''
+DET_VAL = '''_base_ = {base!r}
+custom_imports = dict(imports=['custom_modules', 'rank_probe', 'val_probe'],
+                      allow_failed_imports=False)
+val_dataloader = dict(num_workers=1, persistent_workers=True)
+train_cfg = dict(max_epochs=2, val_interval=1)
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook'), dict(type='TimeLimitHook'),
+                dict(type='RankProbeHook'), dict(type='ValProbeHook')]
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.multinode
+def test_time_limit_signal_during_validation_on_two_nodes(two_node_env, slurm2, moco_checkpoint):
+    """SIGUSR1 while both ranks of a two-node job validate, with a loader worker each: no
+    deadlock, both stop in the same validation iteration, the job requeues itself, and the
+    restarted job validates that epoch again (all of it, on both ranks) before it goes on."""
+    with open(os.path.join(two_node_env['root'], 'audit-lib', 'val_probe.py'), 'w') as f:
+        f.write(VAL_PROBE)
+    config = os.path.join(two_node_env['root'], 'configs', 'det_val.py')
+    with open(config, 'w') as f:
+        f.write(DET_VAL.format(base=two_node_env['det']))
+    work = os.path.join(two_node_env['work_dirs'], 'det_val_usr1')
+    job = _sbatch(two_node_env, slurm2, config, work, 'mn-val-usr1', '--pretrained',
+                  moco_checkpoint[0])
+    log = os.path.join(two_node_env['root'], f'slurm-mn-val-usr1-{job}.out')
+
+    def validating():
+        return os.path.exists(os.path.join(work, 'val_rank0.txt'))
+    validating.__name__ = f'first validation in {work}'
+    wait_for(validating, _running(slurm2, job), timeout=300, log=log)
+    slurm2.run('scancel', '--signal=USR1', job)
+    assert _wait_done(slurm2, job, log) == 'COMPLETED', open(log).read()[-4000:]
+    out = open(log).read()
+    assert out.count('stop requested (SIGUSR1') == 1 and 'restart 1 on tnode[1-2]' in out, \
+        out[-4000:]
+    assert 'validating epoch 1 again' in out, out[-4000:]
+    for rank in (0, 1):
+        seen = [tuple(map(int, line.split())) for line in
+                open(os.path.join(work, f'val_rank{rank}.txt'))]
+        starts = list(dict.fromkeys(pid for _, _, pid in seen))
+        assert len(starts) == 2, (rank, seen)  # stopped once, restarted once
+        first = [(e, b) for e, b, pid in seen if pid == starts[0]]
+        assert first and all(e == 1 for e, _ in first) and len(first) < 2, (rank, seen)
+        assert [(e, b) for e, b, pid in seen if pid == starts[1]] == [
+            (1, 0), (1, 1), (2, 0), (2, 1)], (rank, seen)
+    p = assert_two_ranks_in_step(work)
+    assert p[0]['iter'] == 2
 
 
 @pytest.mark.slow

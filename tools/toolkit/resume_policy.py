@@ -16,7 +16,8 @@
   record as for ``--resume``; a checkpoint of another folder starts a fresh folder unchecked
   (the next stage's config differs from the previous stage's by design).
 - A new run (no ``--resume``) never starts in a folder that holds resume points: its record and
-  checkpoints would mix with the earlier run's.
+  checkpoints would mix with the earlier run's. A branch started there from another folder's
+  checkpoint that saved nothing leaves none: the new run starts, and drops that start point.
 """
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def _latest_resume_point(work_dir: str) -> tuple[str | None, dict | None]:
     meta = read_checkpoint_meta(path)[0] if path and osp.isfile(path) else None
     if meta is not None:
         return path, meta
+    return _newest_in(work_dir)
+
+
+def _newest_in(work_dir: str) -> tuple[str | None, dict | None]:
+    """(path, meta) of the folder's own ``epoch_N`` / ``iter_N`` resume point with the highest
+    iteration, whatever ``last_checkpoint`` says."""
     found = []
     for name in (os.listdir(work_dir) if osp.isdir(work_dir) else []):
         if re.fullmatch(r'(epoch|iter)_\d+\.pth', name):
@@ -317,11 +324,19 @@ def resolve_resume(cfg: Config, resume: str | None, inputs: dict,
         write_record(work_dir, inputs)
         return _resume_from(cfg, cfg.load_from, meta,
                             f'continuing the previous stage from {cfg.load_from}')
+    started_elsewhere = bool(own) and not _inside(own, work_dir)
+    if started_elsewhere:
+        # a branch started here from another folder's checkpoint: only the folder's own resume
+        # points would mix with a new run
+        own = _newest_in(work_dir)[0]
     if own:
         raise UserError(
             f'{work_dir} holds the resume points of an earlier run (latest: {own}); a new run '
             'there would mix its checkpoints and record with them. Either continue that run '
             '(--resume) or start the new one in a new folder (--work-dir NEW_DIR).')
+    if started_elsewhere and launch_rank() == 0:
+        # else a restart (--resume) before the new run saves would continue that branch start
+        os.remove(osp.join(work_dir, 'last_checkpoint'))
     # never let mmengine pick last_checkpoint by itself: it may name a file that is no resume point
     cfg.resume = False
     write_record(work_dir, inputs)
