@@ -53,7 +53,8 @@ def draw_views(item, out_file: str) -> None:
     import numpy as np
     views = [v.permute(1, 2, 0).numpy() for v in item['inputs']]  # BGR, as decoded
     h = views[0].shape[0]
-    original = mmcv.imread(item['data_samples'].img_path)
+    # as the pretraining loader decodes it (EXIF orientation not applied), beside its views
+    original = mmcv.imread(item['data_samples'].img_path, flag='color_ignore_orientation')
     original = mmcv.imresize(original, (round(original.shape[1] * h / original.shape[0]), h))
     gap = np.full((h, 4, 3), 255, np.uint8)
     mmcv.imwrite(np.concatenate([original, gap, views[0], gap, views[1]], axis=1), out_file)

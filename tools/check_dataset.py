@@ -43,13 +43,17 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 QUICK_SAMPLE = 32  # files per folder that --quick reads
 
 
-def _check_image(path: str, decode: bool):
-    """(size, mode) of an image, or raise LabeledDataError."""
+def _check_image(path: str, decode: bool, orientation: bool = False):
+    """(size, mode) of an image, with ``orientation`` also its EXIF orientation (1: none), or
+    raise LabeledDataError."""
     from PIL import Image
     try:
         with _open(path) as f, Image.open(f) as img:
             if decode:
                 img.load()
+            if orientation:  # as read_image_header reads it, without decoding a PNG
+                o = Image.Image.getexif(img).get(0x0112, 1)
+                return img.size, img.mode, o if o in range(1, 9) else 1
             return img.size, img.mode
     except Exception as e:
         raise LabeledDataError(f'{path}: cannot read image ({e})', BAD_IMAGE) from e
@@ -293,7 +297,7 @@ def _check_coco_chunk(args):
     out = []
     for i, img_id, path, size in items:
         try:
-            out.append((i, img_id, path, size, _check_image(path, decode), None))
+            out.append((i, img_id, path, size, _check_image(path, decode, True), None))
         except LabeledDataError as e:
             out.append((i, img_id, path, size, None, str(e)))
     return out
@@ -314,9 +318,8 @@ def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool =
     for kind, msg in coco_det.structure_problems(ann, data):
         errors.setdefault(kind, []).append(msg)
     images = [(i, im) for i, im in enumerate(data['images'])
-              if isinstance(im, dict) and {'id', 'file_name', 'width', 'height'} <= set(im)]
-    items = [(i, im['id'], osp.join(img_dir, im['file_name']), (im['width'], im['height']))
-             for i, im in images]
+              if isinstance(im, dict) and {'id', 'file_name'} <= set(im)]
+    items = [(i, im['id'], osp.join(img_dir, im['file_name']), im) for i, im in images]
     listed = [im for _, im in images]
     lost = set()
     for k, img_id, path in coco_det.missing_images(listed, img_dir):
@@ -329,14 +332,17 @@ def check_coco(ann: str, img_dir: str, decode: bool, workers: int, quick: bool =
     modes, sizes = Counter(), {}
     with ProcessPoolExecutor(workers) as pool:
         for chunk in pool.map(_check_coco_chunk, [(c, decode) for c in _chunks(present, workers)]):
-            for i, img_id, path, size, found, err in chunk:
+            for i, img_id, path, im, found, err in chunk:
                 if err:
                     errors.setdefault(BAD_IMAGE, []).append(err)
                     continue
-                (w, h), mode = found
+                stored, mode, orientation = found
                 modes[mode] += 1
+                # the frame the dataset reads the boxes in (EXIF orientation applied or not)
+                _, (w, h) = coco_det.coco_frame(im, stored, orientation)
                 sizes[img_id] = (w, h)
-                if tuple(size) != (w, h):
+                size = (im.get('width'), im.get('height'))
+                if None not in size and tuple(size) != (w, h):
                     errors.setdefault('image size differs from the file', []).append(
                         f'{ann}: images[{i}] (id {img_id}): width x height {size[0]} x {size[1]}'
                         f', the file is {w} x {h}')

@@ -199,6 +199,7 @@ def main(argv=None):
     from mmengine import fileio
 
     from toolkit.console import quiet_warnings, set_verbose
+    from custom_modules.datasets.transforms.loading import orientation_flag
     from custom_modules.fileio.sqsh_backend import SCHEME, is_sqsh_uri
     from custom_modules.errors import UserError
     args = parse_args(argv)
@@ -218,11 +219,23 @@ def main(argv=None):
         set_coco_files(cfg, 'test_dataloader', *args.coco)
     setup_coco(cfg, names=('test_dataloader', ), check_files=False)
     model = load_detector(cfg, args.checkpoint, device, bool(args.data_root or args.coco))
-    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    composed = Compose(cfg.test_dataloader.dataset.pipeline)
+    # an image of a COCO set given by --data-root / --coco is read in the frame its dataset
+    # reads it (EXIF orientation applied or not, per image); others as the loader's color_type
+    ds = cfg.test_dataloader.dataset
+    exif = {}
+    if (args.data_root or args.coco) and ds.get('type') == 'CocoFormatDataset':
+        from custom_modules.datasets.coco_det import exif_rules
+        exif = exif_rules(ds['ann_file'], ds['data_prefix']['img'], images)
+
+    def pipeline(data):
+        apply = exif.get(data.get('img_path'))
+        return composed(data if apply is None else dict(data, apply_exif_orientation=apply))
+
     # the picture is decoded as the pipeline's loader decodes (e.g. Pillow, EXIF orientation
     # ignored), so the boxes sit on the pixels the model saw
     load = cfg.test_dataloader.dataset.pipeline[0]
-    decode = dict(flag=load.get('color_type', 'color'), backend=load.get('imdecode_backend'))
+    flag = load.get('color_type', 'color')
     visualizer = DetLocalVisualizer(name='infer')
     visualizer.dataset_meta = model.dataset_meta
     classes = model.dataset_meta['classes']
@@ -239,7 +252,9 @@ def main(argv=None):
         name = osp.splitext(osp.relpath(local_path, root))[0]
         png, js = (osp.join(args.out_dir, name + ext) for ext in ('.png', '.json'))
         os.makedirs(osp.dirname(png), exist_ok=True)
-        img = mmcv.imfrombytes(fileio.get(path), channel_order='rgb', **decode)
+        img = mmcv.imfrombytes(fileio.get(path), channel_order='rgb',
+                               flag=orientation_flag(flag, exif.get(path)),
+                               backend=load.get('imdecode_backend'))
         result.pred_instances = pred
         visualizer.add_datasample(name, img, result, draw_gt=False, pred_score_thr=args.score_thr,
                                   out_file=png)

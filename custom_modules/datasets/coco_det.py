@@ -8,6 +8,10 @@ other layout through ``ann_file`` and ``data_prefix=dict(img=...)``.
 the runner, so bad input stops with one line naming the file and the entry; the dataset reuses
 the parsed file). Classes: the names of ``categories`` in the file's order, any ids, label k
 is the k-th category; a config's ``metainfo=dict(classes=...)`` may name a subset.
+
+EXIF orientation: the boxes are in the frame the JSON's ``width``/``height`` describe, decided
+per image when its header is read (:func:`coco_frame`) and carried to the loader in the data
+info (``APPLY_EXIF``), so training, testing and browsing decode each image in the same frame.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from mmdet.registry import DATASETS
 from mmengine import fileio
 from mmengine.logging import MMLogger
 
-from .labeled_index import read_image_size
+from .labeled_index import read_image_header
 from .samplers import SeededSamplesMixin
 from .classes import palette
 
@@ -36,6 +40,14 @@ OUTSIDE = 'box outside the image dropped'
 TINY = 'box under 1 pixel wide or high dropped'
 IGNORED = 'box with "ignore" set left out'
 OTHER_CLASS = 'box of a category not in metainfo classes left out'
+ORIENTED = ("EXIF orientation applied (the JSON's width/height are the displayed image's, "
+            'or cannot tell)')
+STORED = ("EXIF orientation not applied (the JSON's width/height are the stored pixels', "
+          'not the displayed image\'s)')
+# data-info key LoadImageNamed reads: whether to apply this image's EXIF orientation
+APPLY_EXIF = 'apply_exif_orientation'
+# EXIF orientations that swap width and height (a quarter turn)
+_QUARTER_TURNS = (5, 6, 7, 8)
 
 
 class CocoDataError(ValueError):
@@ -51,7 +63,9 @@ class CocoFile:
     no_boxes: int  # images without any annotation
 
 
-_read = {}  # (path, size, mtime) -> CocoFile: the tools' check and the dataset share one parse
+# (path, size, mtime) -> CocoFile: the tools' check and the dataset share one parse, which the
+# dataset drops once indexed (forked loader workers would each copy the parsed JSON's pages)
+_read = {}
 
 
 def coco_ann_file(root: str, split: str) -> str:
@@ -92,7 +106,8 @@ def load_json(path: str) -> dict:
 MISSING_KEY, DUPLICATE, UNKNOWN_IMAGE, UNKNOWN_CATEGORY, BAD_BOX, BAD_VALUE = (
     'missing key', 'duplicate id or name', 'annotation on an unknown image id',
     'unknown category id', 'malformed bbox', 'value of the wrong type')
-_REQUIRED = (('categories', ('id', 'name')), ('images', ('id', 'file_name', 'width', 'height')),
+# width and height may be absent: the image file's header gives them
+_REQUIRED = (('categories', ('id', 'name')), ('images', ('id', 'file_name')),
              ('annotations', ('id', 'image_id', 'category_id', 'bbox')))
 
 
@@ -131,7 +146,7 @@ def structure_problems(path: str, data: dict) -> list:
     for i, im in valid['images']:
         where = f'{path}: images[{i}] (id {im["id"]})'
         for k in ('width', 'height'):
-            if not (_number(im[k]) and im[k] > 0):
+            if k in im and not (_number(im[k]) and im[k] > 0):
                 problems.append((BAD_VALUE, f'{where}: {k} {im[k]!r} is not a positive number'))
         if not isinstance(im['file_name'], str):
             problems.append((BAD_VALUE, f'{where}: file_name {im["file_name"]!r} is not a '
@@ -183,6 +198,48 @@ def read_coco(path: str) -> CocoFile:
                       sum(im['id'] not in with_boxes for im in images))
     _read[key] = result
     return result
+
+
+def forget_coco(path: str) -> None:
+    """Drop this process's parse of ``path``: the next :func:`read_coco` reads it again."""
+    real = osp.abspath(path)
+    for key in [k for k in _read if k[0] == real]:
+        del _read[key]
+
+
+def coco_frame(im: dict, stored: tuple, orientation: int) -> tuple[bool, tuple]:
+    """(whether to apply the EXIF orientation, (width, height) in that frame) for the COCO image
+    entry ``im`` whose file stores ``stored`` pixels with EXIF ``orientation``.
+
+    The boxes are in the frame the JSON's width/height describe: the stored pixels when they
+    are the stored size (and not the displayed one), as the course's data and a reader that
+    ignores EXIF have them; otherwise the displayed image, as annotation tools show it and
+    mmdet's loader decodes it by default: sizes of the displayed image, sizes that cannot tell
+    (orientations 2-4 keep the size), no sizes, or sizes that match neither (then logged as a
+    size that differs). Orientation 1 or none: the stored pixels."""
+    if orientation <= 1:
+        return False, stored
+    w, h = stored
+    displayed = (h, w) if orientation in _QUARTER_TURNS else stored
+    given = (im.get('width'), im.get('height'))
+    if given == stored and displayed != stored:
+        return False, stored
+    return True, displayed
+
+
+def exif_rules(ann_file: str, img_dir: str, paths) -> dict:
+    """{path: whether the dataset applies its EXIF orientation} for each of ``paths`` that is
+    an image of the COCO file ``ann_file`` (images in ``img_dir``), decided as the dataset
+    decides (:func:`coco_frame`), so a tool that reads single files sees the same frame."""
+    by_path = {osp.normpath(osp.join(img_dir, im['file_name'])): im
+               for im in read_coco(ann_file).data['images']}
+    out = {}
+    for p in paths:
+        im = by_path.get(osp.normpath(osp.abspath(p)))
+        if im is not None:
+            *stored, orientation = read_image_header(p)
+            out[p] = coco_frame(im, tuple(stored), orientation)[0]
+    return out
 
 
 def missing_images(images: list, img_dir: str) -> list:
@@ -244,11 +301,18 @@ class CocoFormatDataset(SeededSamplesMixin, CocoDataset):
             info = dict(im, img_id=im['id'])
             # mmdet keeps only the part of each box inside width x height: the file decides
             path = osp.join(self.data_prefix['img'], im['file_name'])
-            w, h = read_image_size(path)
-            if (im['width'], im['height']) != (w, h):
+            *stored, orientation = read_image_header(path)
+            apply, (w, h) = coco_frame(im, tuple(stored), orientation)
+            if orientation > 1:
+                given = (f'{im["width"]}x{im["height"]} in the JSON' if 'width' in im
+                         and 'height' in im else 'no width/height in the JSON')
+                note(ORIENTED if apply else STORED, f'images[{i}] (id {im["id"]}): '
+                     f'orientation {orientation}, {given}, {w}x{h} '
+                     + ('displayed' if apply else 'stored'))
+            if 'width' in im and 'height' in im and (im['width'], im['height']) != (w, h):
                 note(SIZE_DIFFERS, f'images[{i}] (id {im["id"]}): {im["width"]}x{im["height"]} '
                      f'in the JSON, {w}x{h} in {path}')
-                info.update(width=w, height=h)
+            info.update(width=w, height=h)
             anns = []
             for k, a in anns_of.get(im['id'], []):
                 where = f'annotations[{k}] (id {a["id"]})'
@@ -265,12 +329,17 @@ class CocoFormatDataset(SeededSamplesMixin, CocoDataset):
                     note(ZERO_AREA, where)
                     a = dict(a, area=bw * bh)
                 anns.append(a)
-            data_list.append(self.parse_data_info(dict(raw_img_info=info, raw_ann_info=anns)))
+            data_info = self.parse_data_info(dict(raw_img_info=info, raw_ann_info=anns))
+            data_info[APPLY_EXIF] = apply
+            data_list.append(data_info)
         logger = MMLogger.get_current_instance()
-        for kind in (SIZE_DIFFERS, ZERO_AREA, OUTSIDE, TINY, IGNORED, OTHER_CLASS):
+        for kind in (ORIENTED, STORED, SIZE_DIFFERS, ZERO_AREA, OUTSIDE, TINY, IGNORED,
+                     OTHER_CLASS):
             if counts[kind]:
-                logger.log(logging.INFO if kind == OTHER_CLASS else logging.WARNING,
+                logger.log(logging.INFO if kind in (OTHER_CLASS, ORIENTED, STORED)
+                           else logging.WARNING,
                            f'{self.ann_file}: {counts[kind]} x {kind} (e.g. {examples[kind]})')
+        forget_coco(self.ann_file)  # as upstream frees its COCO api: the data list has it all
         boxes = sum(len(d['instances']) for d in data_list)
         logger.info(
             f'{self.ann_file}: {len(data_list)} images ({coco.no_boxes} without annotations), '

@@ -167,3 +167,74 @@ def test_test_py_scores_coco_data_against_the_users_own_file(tmp_path):
     names = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
     assert [got[f'bbox_{n}'] for n in names] == [round(float(v), 3) for v in ev.stats[:6]], \
         (got, ev.stats[:6])
+
+
+def _exif_jpeg(path, orientation, size=(40, 24)):
+    """A noise JPEG stored ``size`` (width, height) with EXIF ``orientation``; its stored pixels."""
+    arr = np.random.default_rng(orientation).integers(0, 255, (size[1], size[0], 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(arr).save(path, format='JPEG', quality=95, exif=exif)
+
+
+def test_exif_orientation_follows_the_frame_the_json_sizes_describe(tmp_path, log_file, capsys):
+    """COCO boxes are in the frame the JSON's width/height describe: the stored pixels when they
+    are the stored size, the displayed (EXIF-oriented) image when they are the rotated size, and
+    the displayed image where the JSON cannot tell (orientation 3 keeps the size; no sizes).
+    The dataset decides per image when it reads the header, and the configs' loader, which
+    ignores EXIF for the course layout, follows that decision."""
+    from mmengine.dataset import Compose
+    from PIL import ImageOps
+    # (orientation, width/height in the JSON, EXIF applied); every file is stored 40x24
+    cases = [(6, (40, 24), False), (6, (24, 40), True), (8, (40, 24), False),
+             (8, (24, 40), True), (3, (40, 24), True), (6, None, True), (8, None, True),
+             (3, None, True), (1, (40, 24), False)]
+    images = []
+    for k, (orientation, size, _) in enumerate(cases, 1):
+        im = dict(id=k, file_name=f'{k}.jpg')
+        if size:
+            im.update(width=size[0], height=size[1])
+        images.append(im)
+    _coco(tmp_path, [dict(im) for im in images],
+          [dict(id=k, image_id=k, category_id=7, bbox=[2, 3, 10, 12], area=120)
+           for k in range(1, len(cases) + 1)])
+    for k, (orientation, _, _) in enumerate(cases, 1):
+        _exif_jpeg(tmp_path / 'training' / f'{k}.jpg', orientation)
+    ds = _dataset(tmp_path)
+    ds.pipeline = Compose([dict(type='LoadImageNamed', imdecode_backend='pillow',
+                                color_type='color_ignore_orientation'),
+                           dict(type='LoadAnnotations', with_bbox=True)])
+    for k, (orientation, size, oriented) in enumerate(cases, 1):
+        with Image.open(tmp_path / 'training' / f'{k}.jpg') as f:
+            want = np.asarray((ImageOps.exif_transpose(f) if oriented else f).convert('RGB'))
+        item = ds[k - 1]
+        what = f'orientation {orientation}, JSON size {size}'
+        assert (item['width'], item['height']) == (want.shape[1], want.shape[0]), what
+        assert np.array_equal(item['img'], want[..., ::-1]), what
+        assert item['gt_bboxes'].tensor.tolist() == [[2, 3, 12, 15]], what
+    log = log_file.read_text()
+    assert 'width/height differs' not in log, log
+    assert re.search(r'6 x EXIF orientation applied', log), log
+    assert re.search(r'2 x EXIF orientation not applied', log), log
+    # check_dataset compares the sizes and boxes in the same frame
+    import check_dataset
+    ann = str(tmp_path / 'annotations' / 'instances_training.json')
+    assert check_dataset.main(['--coco', ann, str(tmp_path / 'training')]) == 0
+
+
+def test_the_parsed_file_is_freed_once_the_dataset_is_indexed(tmp_path):
+    """The parsed JSON (hundreds of MB for a large set) is not kept after indexing: forked loader
+    workers would otherwise each copy its pages (tools/benchmarks/bench_coco_memory.py)."""
+    import gc
+    import weakref
+
+    from custom_modules.datasets.coco_det import read_coco
+    ann = _coco(tmp_path, [dict(id=1, file_name='a.jpg', width=64, height=48)],
+                [dict(id=1, image_id=1, category_id=7, bbox=[4, 4, 20, 20], area=400)])
+    parsed = weakref.ref(read_coco(ann))  # as the tools read it before building the dataset
+    ds = _dataset(tmp_path)
+    ds.full_init()
+    gc.collect()
+    assert parsed() is None, 'the parsed annotation file is still referenced'
+    assert ds.get_data_info(0)['instances'][0]['bbox'] == [4, 4, 24, 24]
+    assert read_coco(ann).classes == ('kettle', 'drone')  # read again when asked

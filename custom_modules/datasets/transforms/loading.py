@@ -1,4 +1,6 @@
 """Image loading that names the file when decoding fails and keeps 16-bit images' contrast."""
+from __future__ import annotations
+
 import io
 
 import mmcv
@@ -11,6 +13,23 @@ from mmpretrain.registry import TRANSFORMS as PRETRAIN_TRANSFORMS
 from PIL import Image, ImageOps
 
 from ...fileio.squashfs import ImageChangedError
+
+# a data info's ``apply_exif_orientation`` (set by the COCO dataset per image) overrides the
+# configured color_type's orientation rule: (flag that applies it, flag that ignores it)
+_ORIENTATION_FLAGS = {
+    'color': ('color', 'color_ignore_orientation'),
+    'color_ignore_orientation': ('color', 'color_ignore_orientation'),
+    'grayscale': ('grayscale', 'grayscale_ignore_orientation'),
+    'grayscale_ignore_orientation': ('grayscale', 'grayscale_ignore_orientation'),
+}
+
+
+def orientation_flag(flag: str, apply: bool | None) -> str:
+    """mmcv's decoding ``flag`` with the EXIF orientation applied (``apply`` True) or ignored
+    (False); ``flag`` as it is for None or a flag without an orientation rule."""
+    if apply is None or flag not in _ORIENTATION_FLAGS:
+        return flag
+    return _ORIENTATION_FLAGS[flag][0 if apply else 1]
 
 
 def pillow_to_8bit(img: Image.Image, flag: str) -> Image.Image:
@@ -37,8 +56,10 @@ class LoadImageNamed(LoadImageFromFile):
     silently returns a partly grey image. Grayscale, palette, CMYK and RGBA files are converted
     to 3-channel colour by mmcv's Pillow decoding. The configs load with
     ``color_type='color_ignore_orientation'``: colour, with the EXIF orientation not applied, as
-    the seed's loader did (the yml boxes are in the stored pixel order). A subclass of
-    ``LoadImageFromFile``, so ``UnlabeledImageFolder`` treats its failures as unreadable files.
+    the seed's loader did (the yml boxes are in the stored pixel order). A data info with
+    ``apply_exif_orientation`` (COCO data: ``coco_det.coco_frame`` decides per image) applies
+    or ignores the orientation as it says. A subclass of ``LoadImageFromFile``, so
+    ``UnlabeledImageFolder`` treats its failures as unreadable files.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -48,8 +69,9 @@ class LoadImageNamed(LoadImageFromFile):
 
     def transform(self, results: dict):
         path = results['img_path']
+        flag = orientation_flag(self.color_type, results.get('apply_exif_orientation'))
         try:
-            img = self._decode(fileio.get(path, backend_args=self.backend_args))
+            img = self._decode(fileio.get(path, backend_args=self.backend_args), flag)
         except ImageChangedError:  # not this file's fault: the run stops with that error
             raise
         except Exception as e:
@@ -63,10 +85,10 @@ class LoadImageNamed(LoadImageFromFile):
         results['ori_shape'] = img.shape[:2]
         return results
 
-    def _decode(self, content: bytes):
+    def _decode(self, content: bytes, flag: str):
         if self.imdecode_backend != 'pillow':
-            return mmcv.imfrombytes(content, flag=self.color_type, backend=self.imdecode_backend)
+            return mmcv.imfrombytes(content, flag=flag, backend=self.imdecode_backend)
         # mmcv.imfrombytes' Pillow branch, with the 16-bit scaling before its colour conversion
         with io.BytesIO(content) as buff:
             img = Image.open(buff)
-            return _pillow2array(pillow_to_8bit(img, self.color_type), self.color_type)
+            return _pillow2array(pillow_to_8bit(img, flag), flag)
