@@ -120,6 +120,13 @@ def read_files(uris) -> Iterator[bytes]:
         yield image.read(_inner(inner, name))
 
 
+def read_head(uri: str, size: int) -> bytes:
+    """The start of the file at a ``sqsh://`` path: at least its first ``size`` bytes (the
+    whole blocks that hold them), or all of it; the rest is not read."""
+    image, inner = _parse(uri)
+    return image.read_head(inner, size)
+
+
 def scandir(uri: str) -> list[tuple[str, bool, int]]:
     """(name, is a file, size) of each entry of a folder inside an image."""
     image, inner = _parse(uri)

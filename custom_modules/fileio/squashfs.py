@@ -171,6 +171,10 @@ class _Builder:
         return SquashfsError(f'{self.img.path}: damaged squashfs image ({what})')
 
     def pread(self, size: int, offset: int) -> bytes:
+        # a damaged table position may be any 64-bit number: os.pread takes no offset over 2**63
+        if offset + size > self.sb['bytes_used']:
+            raise self.damaged(f'{size} bytes at offset {offset} are past the end of the image '
+                               f'({self.sb["bytes_used"]} bytes)')
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise self.damaged(f'{size} bytes at offset {offset} are past the end of the file')
@@ -319,6 +323,11 @@ class _Builder:
             e_inode = (np.repeat(np.array(bases, np.int64), h_count)
                        + _u(dbuf, epos, 2).astype(np.int64))
             e_len = np.fromiter(map(len, e_names), np.int64, m)
+            # a name with '/' or NUL, or '.' or '..', is listed but can never be looked up
+            blob = b''.join(e_names)
+            if b'/' in blob or b'\0' in blob or any(
+                    e_names[k] in (b'.', b'..') for k in np.flatnonzero(e_len <= 2).tolist()):
+                raise self.damaged("a name with '/' or NUL, or '.' or '..', in a folder listing")
             # name order inside each directory (mksquashfs writes them sorted; do not rely on it)
             order = np.arange(m)
             first = total
@@ -335,6 +344,7 @@ class _Builder:
                 e_inode = e_inode[order]
                 e_len = e_len[order]
                 e_names = [e_names[i] for i in order.tolist()]
+                blob = b''.join(e_names)
             itype = _u(ibuf, e_inode, 2).astype(np.int64)
             type_counts += np.bincount(itype, minlength=15)[:15]
             if m and (itype.min() < 1 or itype.max() > 14):
@@ -345,7 +355,7 @@ class _Builder:
             kind[basic == 2] = FILE
             kinds.append(kind)
             inos.append(e_inode)
-            names.append(b''.join(e_names))
+            names.append(blob)
             name_lens.append(e_len)
             sub = np.flatnonzero(kind == DIR)
             level = (sub + first, e_inode[sub])
@@ -795,9 +805,40 @@ class SquashfsImage:
             self._fragments[index] = data
         return start, data
 
-    def read(self, inner: str) -> bytes:
+    def read_head(self, inner: str, size: int) -> bytes:
+        """The start of the regular file ``inner``, at least its first ``size`` bytes (or all
+        of it), reading only what holds them: an image header without the pixels.
+
+        Within the first block: stored uncompressed, just ``size`` bytes are read; gzip, a
+        prefix of the block is read and inflated as far as ``size`` bytes (its checksum, at the
+        block's end, is not checked: the full read that loads the image does). Further: the
+        whole blocks that hold the head (a compressed block inflates only whole), and of a tail
+        in a fragment block the whole block when it is compressed (cached: the files packed
+        with it read it again for free), else just the bytes asked."""
+        i = self._file(inner)
+        fsize, bs = int(self._b[i]), self.block_size
+        if 0 < size <= bs and fsize > size and (fsize >= bs or
+                                                 int(self._frag_idx[i]) == _NO_FRAGMENT):
+            first = int(self._blocks[int(self._blk[i])])
+            pos, disk = int(self._a[i]), first & 0xFFFFFF
+            if first & _BLOCK_UNCOMPRESSED:
+                return self._pread(size, pos, inner)
+            if disk and self.compression == 'gzip':
+                # deflate grows incompressible data by a few bytes per 64 KiB at most, so the
+                # first size + 1 KiB bytes nearly always hold the first size bytes
+                raw = self._pread(min(disk, size + 1024), pos, inner)
+                try:
+                    data = zlib.decompressobj().decompress(raw, size)
+                except zlib.error as e:
+                    raise self._damaged(inner, f'has a block at offset {pos} that does not '
+                                        f'decompress (gzip: {e})') from e
+                if len(data) == size:
+                    return data
+        return self.read(inner, size)
+
+    def read(self, inner: str, head: int | None = None) -> bytes:
         """The bytes of the regular file ``inner``. FileNotFoundError when there is none;
-        SquashfsError when its data cannot be read."""
+        SquashfsError when its data cannot be read. ``head``: see :meth:`read_head`."""
         i = self._file(inner)
         fsize = int(self._b[i])
         if fsize == 0:
@@ -805,6 +846,8 @@ class SquashfsImage:
         bs = self.block_size
         frag = int(self._frag_idx[i])
         n = fsize // bs if frag != _NO_FRAGMENT else -(-fsize // bs)
+        if head is not None and -(-head // bs) <= n:  # the blocks hold the head: no tail
+            n, frag = -(-head // bs), _NO_FRAGMENT
         parts = []
         if n:
             first = int(self._blk[i])
@@ -833,7 +876,8 @@ class SquashfsImage:
             if block is None:
                 if off + tail > int(self._frag_size[frag]) & 0xFFFFFF:
                     raise self._damaged(inner, 'has a tail past the end of its fragment block')
-                data = self._pread(tail, start + off, inner)
+                data = self._pread(tail if head is None else min(tail, head - n * bs),
+                                   start + off, inner)
             else:
                 data = block[off:off + tail]
                 if len(data) != tail:

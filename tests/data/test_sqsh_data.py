@@ -447,3 +447,41 @@ def test_check_dataset_names_a_symlink_in_the_labeled_image_in_one_line(data, tm
     errors = [line for line in out.splitlines() if line.startswith('ERROR')]
     assert len(errors) == 1 and "'training/images/0.JPEG' is a symlink" in errors[0], out
     assert 'FAILED: 1 errors' in out
+
+
+def test_labeled_index_reads_only_the_image_headers_inside_an_image(tmp_path, cache_dir,
+                                                                    monkeypatch):
+    """Indexing the labeled layout inside an image reads each JPEG's header (its first block),
+    not the whole file: at most 2 blocks of 4 KiB per image, for images of 5-6 blocks; a header
+    longer than the first read (a 20 KB EXIF block) is read further."""
+    import numpy as np
+    from PIL import Image
+
+    from custom_modules.datasets.labeled_index import load_split
+    from custom_modules.fileio import squashfs
+    from helpers import write_sample
+    for i in range(1, 9):
+        write_sample(tmp_path / 'labeled', 'training', i, size=(200 + 8 * i, 150))
+    sizes = [os.path.getsize(tmp_path / 'labeled' / 'training' / 'images' / f'{i}.JPEG')
+             for i in range(1, 9)]
+    assert min(sizes) > 4 * 4096  # noise: every image spans several blocks
+    exif = Image.Exif()
+    exif[0x010E] = 'a long description ' * 1000  # ImageDescription, before the SOF marker
+    write_sample(tmp_path / 'labeled', 'training', 9, size=(300, 100))
+    long_header = tmp_path / 'labeled' / 'training' / 'images' / '9.JPEG'
+    Image.open(long_header).save(long_header, exif=exif)
+    image = mksquashfs(str(tmp_path / 'labeled'), str(tmp_path / 'labeled.sqsh'), '-b', '4096')
+    read = []
+    pread = squashfs.SquashfsImage._pread
+
+    def counted(self, size, offset, inner):
+        if inner.endswith('.JPEG') and not inner.endswith('/9.JPEG'):
+            read.append(size)
+        return pread(self, size, offset, inner)
+
+    monkeypatch.setattr(squashfs.SquashfsImage, '_pread', counted)
+    records, _ = load_split('sqsh://' + image, 'training', use_cache=False, num_workers=1)
+    folder, _ = load_split(str(tmp_path / 'labeled'), 'training', use_cache=False)
+    assert [(r.width, r.height) for r in records] == [(r.width, r.height) for r in folder]
+    assert (records[-1].width, records[-1].height) == (300, 100)
+    assert sum(read) <= 8 * 2 * 4096, (sum(read), sum(sizes), np.mean(read))

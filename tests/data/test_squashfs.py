@@ -90,6 +90,18 @@ def test_every_file_byte_equal(build, want, cache, comp, fragments):
 
 
 @needs_mksquashfs
+@pytest.mark.parametrize('fragments', ['fragments', '-no-fragments', '-always-use-fragments'])
+def test_read_head_is_the_start_of_the_file(build, tree, cache, fragments):
+    options = () if fragments == 'fragments' else (fragments,)
+    image = SquashfsImage(build('gzip', *options), cache)
+    for p in image.files():
+        whole = image.read(p)
+        for size in (1, 100, BLOCK, BLOCK + 1, 3 * BLOCK + 7):
+            head = image.read_head(p, size)
+            assert whole.startswith(head) and len(head) >= min(size, len(whole)), (p, size)
+
+
+@needs_mksquashfs
 def test_folder_queries_match_os_walk(build, tree, cache):
     image = SquashfsImage(build('gzip'), cache)
     for here, dirs, names in os.walk(tree):
@@ -404,3 +416,189 @@ bootstrap.run(main)
     assert r.returncode == 2 and len(lines) == 1, (r.stdout[-2000:], r.stderr[-3000:])
     assert 'Traceback' not in r.stderr and 'unreadable' not in r.stdout + r.stderr, r.stderr
     assert lines[0].startswith(f'error: {path}: the squashfs image changed on disk'), lines[0]
+
+
+class _Hang(Exception):
+    pass
+
+
+def _fuzz_tree(root) -> dict:
+    """A few files covering the layouts: compressible text over several blocks, incompressible
+    blocks (stored uncompressed), a sparse block, small files in a compressed and in an
+    uncompressed fragment block, an empty file, nested folders, an empty folder."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    files = {
+        'text.txt': b''.join(b'line %d of some text\n' % i for i in range(900)),
+        'noise.bin': rng.bytes(2 * BLOCK + 300),
+        'sparse.bin': rng.bytes(BLOCK) + bytes(BLOCK) + b'tail' * 50,
+        'empty': b'',
+        'a/small.txt': b'small and compressible\n' * 20,
+        'a/b/tiny': b'x',
+        'a/b/c/deep.txt': b'deep\n' * 100,
+        'r/1.bin': rng.bytes(700),  # incompressible small files: an uncompressed fragment
+        'r/2.bin': rng.bytes(900),
+        'r/3.bin': rng.bytes(1500),
+    }
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(data)
+    os.makedirs(os.path.join(root, 'a', 'nothing'))
+    return files
+
+
+def _stored_uncompressed(image) -> list:
+    """[start, end) of every data block and fragment block stored uncompressed: squashfs has no
+    checksums, so a change there reads back as other bytes, which no reader can notice."""
+    out = []
+    for i in range(len(image._kind)):
+        if image._kind[i] != squashfs.FILE:
+            continue
+        fsize, bs = int(image._b[i]), image.block_size
+        frag = int(image._frag_idx[i])
+        n = fsize // bs if frag != 0xFFFFFFFF else -(-fsize // bs)
+        pos = int(image._a[i])
+        for s in image._blocks[int(image._blk[i]):int(image._blk[i]) + n].tolist():
+            if s & (1 << 24):
+                out.append((pos, pos + (s & 0xFFFFFF)))
+            pos += s & 0xFFFFFF
+    for start, size in zip(image._frag_start.tolist(), image._frag_size.tolist()):
+        if size & (1 << 24):
+            out.append((start, start + (size & 0xFFFFFF)))
+    return out
+
+
+@needs_mksquashfs
+@pytest.mark.parametrize('tables', ['compressed', 'uncompressed'])
+def test_corrupted_images_read_right_or_raise_the_readers_error(tmp_path, tables):
+    """400 seeded corruptions of a small gzip image (bit flips, runs of random bytes, and
+    truncations; mostly in the superblock, the inode, directory, fragment, export and id tables,
+    some in data blocks): opening, listing and reading every file either gives each file's
+    original bytes or raises SquashfsError (one line), never another exception or a hang. The
+    image has its tables compressed (mksquashfs's default) or not (``-noI -noId``: every
+    corruption of a table then reaches the reader's checks instead of gzip's checksum; there
+    also every byte of the folder listings with its lowest bit flipped, which turns a '.' in a
+    name into a '/').
+
+    In scope, and detected: anything that breaks the structure (positions, counts, sizes and
+    names checked against the tables and the file), and any change to a compressed block,
+    metadata or data: gzip's checksum fails, or the block's length is wrong. Out of scope, as
+    squashfs keeps no checksum a reader could compare: a change inside a data or fragment block
+    stored uncompressed (mksquashfs stores incompressible data so) reads back as the changed
+    bytes, and in uncompressed tables a change that leaves them consistent (another file size,
+    a fragment offset) reads other bytes, even out of a compressed block. Wrong bytes are
+    accepted only where the corruption touched such a block or table."""
+    import signal
+    import struct
+
+    import numpy as np
+    src = tmp_path / 'src'
+    files = _fuzz_tree(str(src))
+    options = ('-noI', '-noId') if tables == 'uncompressed' else ()
+    image_path = mksquashfs(str(src), str(tmp_path / 'fuzz.sqsh'), '-b', str(BLOCK), *options)
+    original = open(image_path, 'rb').read()
+    sb = struct.unpack_from('<Q7Q', original, 40)
+    bytes_used, id_start, _, inode_start, dir_start, frag_start, export_start = sb[:7]
+    image = SquashfsImage(image_path, str(tmp_path / 'cache'))
+    assert {p: image.read(p) for p in image.files()} == files
+    uncompressed = _stored_uncompressed(image)
+    assert uncompressed and any(s & (1 << 24) == 0 for s in image._frag_size.tolist())
+    # each table's metadata blocks: from the first one its pointer list names to its list's end
+    tables_start = min(struct.unpack_from('<Q', original, t)[0]
+                       for t in (id_start, frag_start, export_start) if t < bytes_used)
+    regions = dict(superblock=(0, 96), data=(96, inode_start), inodes=(inode_start, dir_start),
+                   directories=(dir_start, tables_start), tables=(tables_start, bytes_used))
+    assert all(a < b for a, b in regions.values()), regions
+    if tables == 'uncompressed':
+        uncompressed.append((inode_start, bytes_used))
+    names = list(regions)
+    weights = np.array([0.2, 0.15, 0.25, 0.2, 0.2])
+    contents = set(files.values())
+
+    def on_alarm(signum, frame):
+        raise _Hang()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    rng = np.random.default_rng(31)
+    outcomes, defects = {}, []
+    listings = range(*regions['directories']) if tables == 'uncompressed' else range(0)
+    try:
+        for case in range(400 + len(listings)):
+            data = bytearray(original)
+            kind = rng.choice(['flip', 'run', 'truncate'], p=[0.5, 0.38, 0.12])
+            if case >= 400:
+                at = listings[case - 400]
+                data[at] ^= 1
+                touched = (at, at + 1)
+                kind = 'lowest bit flipped in directories'
+            elif kind == 'truncate':
+                cut = int(rng.integers(0, len(data)))
+                touched = (cut, len(data))
+                del data[cut:]
+            else:
+                region = names[rng.choice(len(names), p=weights)]
+                lo, hi = regions[region]
+                at = int(rng.integers(lo, hi))
+                if kind == 'flip':
+                    bits = rng.integers(0, 8, int(rng.integers(1, 4)))
+                    spots = [min(at + int(d), hi - 1) for d in rng.integers(0, 8, len(bits))]
+                    for spot, bit in zip(spots, bits):
+                        data[spot] ^= 1 << int(bit)
+                    touched = (min(spots), max(spots) + 1)
+                else:
+                    n = int(rng.integers(1, 33))
+                    data[at:at + n] = rng.bytes(len(data[at:at + n]))
+                    touched = (at, at + n)
+                kind = f'{kind} in {region}'
+            path = tmp_path / f'case{case}.sqsh'
+            path.write_bytes(bytes(data))
+            where = f'case {case}: {kind} at {touched}'
+            wrong = []
+            signal.setitimer(signal.ITIMER_REAL, 10)
+            try:
+                try:
+                    damaged = SquashfsImage(str(path), str(tmp_path / f'cache{case}'))
+                    listing = damaged.files()
+                    stack = ['']
+                    while stack:
+                        here = stack.pop()
+                        for name, sub in damaged.entries(here):
+                            if sub == squashfs.DIR:
+                                stack.append(f'{here}/{name}'.strip('/'))
+                except SquashfsError as e:
+                    assert '\n' not in str(e), where
+                    outcomes['refused at open'] = outcomes.get('refused at open', 0) + 1
+                    continue
+                refused = 0
+                for p in listing:
+                    try:
+                        got = damaged.read(p)
+                    except SquashfsError as e:
+                        assert '\n' not in str(e), where
+                        refused += 1
+                        continue
+                    if got != files.get(p, got if got in contents else None):
+                        wrong.append(p)
+                damaged.close()
+            except _Hang:
+                defects.append(f'{where}: hangs')
+                continue
+            except Exception as e:
+                defects.append(f'{where}: {type(e).__name__}: {e}')
+                continue
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                path.unlink()
+                shutil.rmtree(tmp_path / f'cache{case}', ignore_errors=True)
+            if wrong and not any(a < touched[1] and touched[0] < b for a, b in uncompressed):
+                defects.append(f'{where}: wrong bytes of {wrong}')
+            outcome = ('wrong bytes, a block or table stored uncompressed changed' if wrong else
+                       'some reads refused' if refused else 'every file right')
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    print(outcomes)
+    assert not defects, '\n'.join(defects[:20]) + f'\n({len(defects)} defects; {outcomes})'
+    assert outcomes.get('refused at open', 0) > 100 and outcomes.get('some reads refused')
