@@ -1,11 +1,13 @@
 """What the test modules share: the repository's paths, running a tool as a user runs it, and the
 writers of tiny labeled data. Plain functions, imported by name (fixtures live in conftest.py)."""
 import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import yaml
+from mmengine.hooks import Hook
 from PIL import Image
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -66,3 +68,15 @@ def write_tiny_labeled(root):
             write_sample(root, split, i, size=(96, 64), bboxes=((10, 8, 50, 40), (60, 30, 90, 60)),
                          labels=('dog', 'starfish'))
     return root
+
+
+class SignalBeforeIter(Hook):
+    """A hook (register it in mmengine's HOOKS) that sends ``signum`` to this process before the
+    training iteration ``at``: Slurm's time-limit signal at a known place."""
+
+    def __init__(self, at, signum=signal.SIGUSR1):
+        self.at, self.signum = at, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)

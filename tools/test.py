@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG (CKPT | --best-of DIR [DIR ...]) [--data-root DIR]
         [--split validation] [--coco ANN_FILE IMAGES] [--batch-size 2] [--classwise] [--out preds.pkl] [--work-dir DIR]
+        [--predict-on teacher|student]
         [--show-dir DIR [--score-thr 0.3]] [--cfg-options k=v ...] [--launcher L] [--verbose]
 
 Prints pycocotools' 12-line summary (AP, AP50, AP75, APs/m/l, AR@1/10/100, ARs/m/l), as the
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument('--show-dir', help='write each image with ground truth and predictions drawn')
     p.add_argument('--score-thr', type=float, default=0.3,
                    help='--show-dir draws the predictions scoring above this (default 0.3)')
+    p.add_argument('--predict-on', choices=('teacher', 'student'),
+                   help='semi-supervised configs (configs/soft_teacher): the model evaluated '
+                   "(default: the config's, the teacher, which Soft Teacher reports)")
     p.add_argument('--work-dir', help='default: work_dirs/<config name>')
     p.add_argument('--amp', action='store_true', help='mixed-precision inference')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
@@ -65,7 +69,9 @@ def parse_args(argv=None):
 
 def build_cfg(args) -> Config:
     from custom_modules.engine.runner.checkpoint import best_checkpoint
-    from toolkit.checkpoints import check_checkpoint_classes, check_detector_checkpoint
+    from custom_modules.errors import UserError
+    from toolkit.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
+                                     checkpoint_kind, load_state_dict_file)
     from toolkit.config_edits import (data_name, dataset_classes, default_work_dir, set_coco_files,
                                       set_data_root, setup_coco)
     from custom_modules.datasets.classes import LABELED_CLASSES
@@ -74,6 +80,7 @@ def build_cfg(args) -> Config:
     if args.best_of:
         args.checkpoint, args.why = best_checkpoint(args.best_of)
     check_detector_checkpoint(args.checkpoint)
+    kind = checkpoint_kind(load_state_dict_file(args.checkpoint))
     check_amp(args.amp)
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
@@ -96,6 +103,19 @@ def build_cfg(args) -> Config:
         cfg.test_evaluator.classwise = True
     if args.amp:
         cfg.test_cfg.fp16 = True
+    semi = cfg.model.get('semi_test_cfg')
+    if args.predict_on and semi is None:
+        raise UserError(f'{args.config} is not semi-supervised: it has one model, no teacher or '
+                        'student; leave --predict-on out')
+    if semi is not None:
+        semi.predict_on = args.predict_on or semi.get('predict_on', 'teacher')
+        args.model_line = f'model: the {semi.predict_on}' + (
+            ' (the exponential moving average of the student, which Soft Teacher reports; '
+            '--predict-on student for the other)' if semi.predict_on == 'teacher' else
+            ' (the model trained by gradient steps; the default is the teacher)')
+    elif kind == 'mmdet-semi':
+        raise UserError(f'{args.checkpoint} holds a teacher and a student detector (a '
+                        'semi-supervised run): evaluate it with its configs/soft_teacher config')
     # weights come from the checkpoint: do not demand the backbone's pretraining file
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None
@@ -142,6 +162,7 @@ def main(argv=None):
     runner = QuietRunner.from_cfg(cfg)
     metrics = runner.test()
     print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
+          + (f'\n{args.model_line}' if getattr(args, 'model_line', None) else '')
           + f'\ndataset: {data_name(cfg)}\nlogs: {runner.log_dir}'
           + (f'\npredictions: {args.out}' if args.out else '')
           + (f'\npictures: {osp.abspath(args.show_dir)}' if args.show_dir else ''))

@@ -1,7 +1,7 @@
 """Train any config of this repository (MoCo v2 pretraining or Faster R-CNN fine-tuning).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--allow-input-change]
-        [--amp [auto|bf16|fp16]] [--data-root DIR]
+        [--amp [auto|bf16|fp16]] [--data-root DIR] [--unlabeled DIR]
         [--coco-train ANN IMAGES --coco-val ANN IMAGES]
         [--pretrained CKPT [--backbone-from-detector]] [--tensorboard]
         [--cfg-options k=v ...] [--launcher L] [--verbose] [--check-inputs-only]
@@ -52,6 +52,9 @@ def parse_args(argv=None):
                    help='automatic mixed precision: bfloat16 where the GPU has it, else float16 '
                    '(auto, the default); bf16 also runs on CPU')
     p.add_argument('--data-root', help='dataset folder instead of the config\'s data_root')
+    p.add_argument('--unlabeled', metavar='DIR',
+                   help='the unlabeled images of a semi-supervised config (configs/soft_teacher)'
+                   ': any image folder, a .sqsh image or a folder inside one')
     p.add_argument('--coco-train', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
                    help='COCO-format training data: annotation file and image folder')
     p.add_argument('--coco-val', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
@@ -81,7 +84,8 @@ def build_cfg(args):
     checkpoint's metadata."""
     from toolkit.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
                                       drop_backbone_init, set_amp, set_coco_files,
-                                      set_data_root, set_pretrained, setup_coco)
+                                      set_data_root, set_pretrained, set_unlabeled_root,
+                                      setup_coco)
     from toolkit.launch import set_launcher
     from toolkit.resume_policy import check_resume, resolve_resume, run_inputs
     from toolkit.checks import check_amp, check_data_folders, check_tensorboard
@@ -92,6 +96,8 @@ def build_cfg(args):
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    if args.unlabeled:
+        set_unlabeled_root(cfg, args.unlabeled)
     for name, files in (('train_dataloader', args.coco_train), ('val_dataloader', args.coco_val)):
         if files:
             set_coco_files(cfg, name, *files)

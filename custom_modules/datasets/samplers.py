@@ -80,3 +80,79 @@ class ResumableBatchSampler(Sampler):
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
+
+
+@DATA_SAMPLERS.register_module()
+class SemiSupervisedSampler(Sampler):
+    """Batches of ``source_ratio`` labeled : unlabeled images from a two-part concatenation
+    (labeled first), in epochs of one pass over the labeled part, as indices for
+    ``ResumableBatchSampler`` to group ``batch_size`` at a time.
+
+    The labeled part is shuffled per epoch and split over the ranks as mmengine's
+    ``DefaultSampler`` does; the unlabeled part is one endless stream of shuffles, each rank
+    taking every ``world_size``-th index, that the next epoch continues where this one stopped.
+    Both depend only on (seed, epoch), so a resumed run sees the same batches: unlike mmdet's
+    ``MultiSourceSampler``, which is endless and draws from the global NumPy RNG while the model
+    trains. Per rank and epoch: ``len(labeled) / world_size // labeled_per_batch`` batches.
+    """
+
+    def __init__(self, dataset, batch_size: int, source_ratio=(1, 4), shuffle: bool = True,
+                 seed: int | None = None) -> None:
+        from mmengine.dist import get_dist_info, sync_random_seed
+        sizes = [len(d) for d in getattr(dataset, 'datasets', ())]
+        if len(sizes) != 2 or len(source_ratio) != 2:
+            raise ValueError('SemiSupervisedSampler needs a concatenation of two datasets '
+                             '(labeled, unlabeled) and a source_ratio of two numbers')
+        self.num_labeled, self.num_unlabeled = sizes
+        self.rank, self.world_size = get_dist_info()
+        self.batch_size = batch_size
+        unlabeled = int(batch_size * source_ratio[1] / sum(source_ratio))
+        self.per_batch = (batch_size - unlabeled, unlabeled)
+        if min(self.per_batch) < 1:
+            raise ValueError(f'batch_size {batch_size} with source_ratio {list(source_ratio)} '
+                             'leaves no image of one source in a batch')
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else seed
+        self.epoch = 0
+        self._perm = (-1, None)  # the unlabeled shuffle last drawn: (its number, indices)
+        per_rank = -(-self.num_labeled // self.world_size)
+        self.batches = per_rank // self.per_batch[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _labeled(self) -> list:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_labeled, generator=g).tolist()
+        else:
+            order = list(range(self.num_labeled))
+        total = -(-self.num_labeled // self.world_size) * self.world_size
+        order = (order * (total // len(order) + 1))[:total]  # padded as DefaultSampler pads
+        return order[self.rank::self.world_size]
+
+    def _unlabeled(self, position: int) -> int:
+        """The unlabeled index at this rank's ``position`` in the stream."""
+        q = position * self.world_size + self.rank
+        number, at = divmod(q, self.num_unlabeled)
+        if self._perm[0] != number:
+            if self.shuffle:
+                g = torch.Generator()
+                g.manual_seed(self.seed + 1_000_003 * (number + 1))
+                self._perm = (number, torch.randperm(self.num_unlabeled, generator=g))
+            else:
+                self._perm = (number, torch.arange(self.num_unlabeled))
+        return self.num_labeled + int(self._perm[1][at])
+
+    def __iter__(self):
+        labeled = self._labeled()
+        num_l, num_u = self.per_batch
+        position = self.epoch * self.batches * num_u
+        for b in range(self.batches):
+            yield from labeled[b * num_l:(b + 1) * num_l]
+            for k in range(num_u):
+                yield self._unlabeled(position + b * num_u + k)
+
+    def __len__(self) -> int:
+        return self.batches * sum(self.per_batch)

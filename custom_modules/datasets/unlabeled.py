@@ -18,8 +18,7 @@ from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
-from ..errors import UserError
-from ..fileio.listing import list_tree
+from ..fileio.listing import list_data_files
 from ..fileio.squashfs import ImageChangedError
 from .samplers import SeededSamplesMixin
 from .unreadable import CHECK_TOOL, UnreadableImagesError, UnreadableLog, log_on_this_rank
@@ -63,17 +62,8 @@ class UnlabeledImageFolder(SeededSamplesMixin, CustomDataset):
         hidden names skipped and counted, links followed in a folder and refused in an image."""
         if self.with_label:
             return super()._find_samples()
-        root = self.img_prefix
-        listing = list_tree(root)
-        if listing.other:
-            path, what = listing.other[0]
-            raise UserError(f'{root}: {path!r} is {what} ({len(listing.other)} in all); put the '
-                            'file itself in its place')
-        if listing.hidden:
-            print_log(f'{root}: skipped {len(listing.hidden)} hidden files and folders (names '
-                      f'starting with "."), e.g. ' + ', '.join(repr(p) for p in listing.hidden[:3]),
-                      logger='current', level=logging.INFO)
-        samples = [p for p in listing.files if self.is_valid_file(p)]
+        files = list_data_files(self.img_prefix)
+        samples = [p for p in files if self.is_valid_file(p)]
         if not samples:
             raise RuntimeError(f'Found 0 files in subfolders of: {self.data_prefix}. '
                                f'Supported extensions are: {",".join(self.extensions)}')

@@ -10,9 +10,13 @@ squashfs image, so a tree lists the same files in the same order however it is s
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
+from mmengine.logging import print_log
+
+from ..errors import UserError
 from .squashfs import DIR, FILE, OTHER, SCHEME, open_image, split_image_path
 
 
@@ -37,6 +41,21 @@ def list_tree(root: str) -> TreeListing:
     out.hidden.sort()
     out.other.sort()
     return out
+
+
+def list_data_files(root: str) -> list:
+    """:func:`list_tree`'s files for a dataset to read: links inside an image and special files
+    refused with one line naming the first, the hidden names skipped logged with a count."""
+    listing = list_tree(root)
+    if listing.other:
+        path, what = listing.other[0]
+        raise UserError(f'{root}: {path!r} is {what} ({len(listing.other)} in all); put the '
+                        'file itself in its place')
+    if listing.hidden:
+        print_log(f'{root}: skipped {len(listing.hidden)} hidden files and folders (names '
+                  f'starting with "."), e.g. ' + ', '.join(repr(p) for p in listing.hidden[:3]),
+                  logger='current', level=logging.INFO)
+    return listing.files
 
 
 def folder_entries(folder: str) -> list[tuple[str, int]]:

@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.registry import DATASETS, MODELS
 
-from toolkit.config_edits import set_data_root
+from toolkit.config_edits import (UNLABELED_TYPES, dataloader_datasets, set_data_root,
+                                  set_unlabeled_root)
 from helpers import REPO
 
 CONFIG_DIR = os.path.join(REPO, 'configs')
@@ -28,14 +29,17 @@ def test_config_builds(path, synthetic_root):
         importlib.import_module(module)
     is_det = cfg.default_scope == 'mmdet'
     set_data_root(cfg, os.path.join(synthetic_root, 'labeled' if is_det else 'unlabeled'))
+    if any(ds.get('type') in UNLABELED_TYPES for ds in dataloader_datasets(cfg)):
+        set_unlabeled_root(cfg, os.path.join(synthetic_root, 'unlabeled'))  # semi-supervised
     if is_det:
         assert cfg.custom_imports == dict(imports=['custom_modules'], allow_failed_imports=False)
-        assert cfg.model.roi_head.bbox_head.num_classes == 100
+        assert cfg.model.get('detector', cfg.model).roi_head.bbox_head.num_classes == 100
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         init_default_scope(cfg.default_scope)
         model = MODELS.build(cfg.model)  # no init_weights(): nothing is downloaded or loaded
         # the real recipes' backbones; the ViT demos use a ViT-Tiny (5.5 M) to fit CPU minutes
-        size = sum(p.numel() for p in model.backbone.parameters())
+        backbone = getattr(model, 'student', model).backbone
+        size = sum(p.numel() for p in backbone.parameters())
         smallest = 5e6 if 'vit-tiny' in os.path.basename(path) else 23e6  # ResNet-50: 23.5 M
         assert size > smallest, size
         for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -6,13 +6,11 @@ demo pair trains, resumes and is evaluated through tools/train.py and tools/test
 import glob
 import os
 import re
-import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DATASETS, HOOKS, MODELS, DefaultScope, init_default_scope
 
@@ -22,7 +20,7 @@ from toolkit.checkpoints import (KIND_NAMES, backbone_prefix, check_detector_che
                                  checkpoint_kind, load_state_dict_file)
 from toolkit.config_edits import set_data_root, set_pretrained
 from custom_modules.errors import UserError
-from helpers import REPO
+from helpers import REPO, SignalBeforeIter
 
 
 MAE = os.path.join(REPO, 'configs/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py')
@@ -555,17 +553,6 @@ def test_mae_demo_trains_in_bfloat16_on_cpu(synthetic_root, tmp_path):
     assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # autocast changed the step
 
 
-class _SignalBeforeIter(Hook):
-    """Sends ``signum`` to this process before the iteration ``at``."""
-
-    def __init__(self, at, signum=signal.SIGUSR1):
-        self.at, self.signum = at, signum
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter == self.at:
-            os.kill(os.getpid(), self.signum)
-
-
 ACCUMULATING_DEMO = '''_base_ = {base!r}
 # the full recipe's accumulation and guard hooks on the demo's model
 optim_wrapper = dict(accumulative_counts={accumulate})
@@ -582,7 +569,7 @@ def test_a_stop_inside_a_gradient_accumulation_waits_for_its_step_and_replays_ex
     equal an uninterrupted run's."""
     import train as train_tool
     monkeypatch.delenv('SLURM_JOB_ID', raising=False)
-    HOOKS.register_module('SignalBeforeIter', module=_SignalBeforeIter, force=True)
+    HOOKS.register_module('SignalBeforeIter', module=SignalBeforeIter, force=True)
     recipe = Config.fromfile(MAE)
     assert recipe.optim_wrapper.accumulative_counts == 2
     unlabeled = os.path.join(synthetic_root, 'unlabeled')

@@ -363,6 +363,47 @@ def test_mae_and_the_peer_vit_recipe_chain_four_stages_from_best_checkpoints(rig
     assert '--dependency=afterok:1005' in test
 
 
+@pytest.mark.parametrize('recipe', ['seed', 'ssl'])
+def test_semi_supervised_stage_follows_the_fine_tuning_from_its_best_checkpoint(rig, data, recipe):
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, RECIPE=recipe, SEMI='1',
+            SEMI_ARGS='--cfg-options train_cfg.max_epochs=2')
+    assert r.returncode == 0, r.stdout + r.stderr
+    *earlier, semi, test = rig['calls']()
+    if recipe == 'seed':
+        folders = [f'work_dirs/faster-rcnn_r50-mocov2-pre_fpn_2xb2-{s}_labeled'
+                   for s in ('s1-23e', 's2-27e', 's3-37e')]
+        cfg = 'soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_2xb5-12e_labeled-unlabeled'
+    else:
+        folders = ['work_dirs/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled']
+        cfg = 'soft-teacher_faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb5-12e_labeled-' \
+            'unlabeled'
+    assert [line.split(':')[0] for line in r.stdout.splitlines()][-2:] == [
+        'semi-supervised', 'test']
+    assert f'configs/soft_teacher/{cfg}.py --data-root {data["labeled"]} --unlabeled ' \
+        f'{data["unlabeled"]} --cfg-options load_from=best-of://{",".join(folders)} ' \
+        '--cfg-options train_cfg.max_epochs=2' in semi
+    assert '--job-name=det-semi' in semi and '--ntasks-per-node=2' in semi
+    assert f'--dependency=afterok:{1000 + len(earlier)}' in semi
+    # the test evaluates the semi-supervised stage's best checkpoint with its config
+    assert f'configs/soft_teacher/{cfg}.py --best-of work_dirs/{cfg} ' in test
+    assert f'--dependency=afterok:{1001 + len(earlier)}' in test
+
+
+def test_semi_supervised_stage_needs_the_unlabeled_images(rig, data):
+    moco = rig['tmp'] / 'moco.pth'
+    moco.write_bytes(b'x')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], MOCO=str(moco), PYTHON=sys.executable,
+            SEMI='1')
+    assert_refused(rig, r, 'SEMI=1 trains on the unlabeled images too: set UNLABELED')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], MOCO=str(moco), PYTHON=sys.executable,
+            SEMI='1', UNLABELED=str(rig['tmp'] / 'missing'))
+    assert_refused(rig, r, 'is not a folder')
+    r = run(rig, [SUBMIT], LABELED=data['labeled'], MOCO=str(moco), PYTHON=sys.executable,
+            SEMI='1', UNLABELED=data['unlabeled'], RECIPE='vitdet')
+    assert_refused(rig, r, 'SEMI=1 follows the ResNet-50 fine-tuning')
+
+
 def test_mae_warmup_in_the_pipeline_is_the_configs():
     from mmengine.config import Config
     cfg = Config.fromfile(os.path.join(

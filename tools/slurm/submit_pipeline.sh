@@ -19,6 +19,10 @@
 # -> s2 -> s3 -> s4, each from the previous stage's best checkpoint on validation), or
 # RECIPE=vitdet, the ViTDet-style config as one job (with --amp, as ViTDet trains). Their
 # DET_GPUS default is 1, the peer's.
+# SEMI=1 adds a semi-supervised stage after the seed or SSL fine-tuning (Soft Teacher,
+# configs/soft_teacher): from that fine-tuning's best checkpoint on validation, on LABELED and
+# UNLABELED together (UNLABELED is needed then, also with MOCO), with SEMI_ARGS as its extra
+# train.py args; the test job then evaluates the stage's best checkpoint (its teacher).
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
 # its files, an image in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's
@@ -34,7 +38,8 @@ set -euo pipefail
 # (train.sbatch), as the one command that continues the chain from there
 resubmit="cd $(printf %q "$PWD") &&"
 for v in LABELED UNLABELED MOCO PRETRAIN RECIPE PRETRAIN_GPUS DET_GPUS SBATCH_ARGS MOCO_ARGS \
-        DET_ARGS TEST_ARGS MOCO_EPOCHS DET_EPOCHS PYTHON CONFIG_DIR GRES MAX_RESTARTS; do
+        DET_ARGS TEST_ARGS MOCO_EPOCHS DET_EPOCHS PYTHON CONFIG_DIR GRES MAX_RESTARTS SEMI \
+        SEMI_ARGS; do
     if [[ -v $v ]]; then resubmit+=" $v=$(printf %q "${!v}")"; fi
 done
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -80,7 +85,10 @@ if ! in_image "$LABELED"; then
         done
     done
 fi
-if [[ -z "${MOCO:-}" ]]; then
+if [[ -n ${MOCO:-} && -n ${SEMI:-} && -z ${UNLABELED:-} ]]; then
+    die "SEMI=1 trains on the unlabeled images too: set UNLABELED to their folder or .sqsh image"
+fi
+if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]]; then
     [[ -n "${UNLABELED:-}" ]] || die "set UNLABELED to the unlabeled image folder, or MOCO to a checkpoint"
     if ! in_image "$UNLABELED"; then
         [[ -d $UNLABELED ]] || die "UNLABELED=$UNLABELED is not a folder: set UNLABELED to the unlabeled image folder or .sqsh image, or MOCO to a checkpoint"
@@ -91,7 +99,8 @@ if [[ -z "${MOCO:-}" ]]; then
                 -print -quit 2>/dev/null) ]] ||
             die "UNLABELED=$UNLABELED has no image file (.png .jpg .jpeg .webp .bmp .tif .tiff, searched two levels): set UNLABELED to the unlabeled image folder"
     fi
-else
+fi
+if [[ -n ${MOCO:-} ]]; then
     [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
 fi
 # the interpreter train.sbatch / test.sbatch would pick, exported so the jobs use exactly it
@@ -132,7 +141,7 @@ if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
     [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
     die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)"
 fi
-if [[ -z "${MOCO:-}" ]] && in_image "$UNLABELED" &&
+if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]] && in_image "$UNLABELED" &&
         ! out=$("$PY" "$REPO/tools/check_dataset.py" "$UNLABELED" --quick 2>&1); then
     why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
     die "UNLABELED=$UNLABELED: ${why:-$(tail -n 1 <<<"$out")}"
@@ -159,6 +168,9 @@ case ${RECIPE:-seed} in
     peer-vit | vitdet) vit=1 DET_GPUS=${DET_GPUS:-1} ;;
     *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning), ssl, peer-vit or vitdet" ;;
 esac
+if [[ -n ${SEMI:-} ]] && ((vit)); then
+    die "SEMI=1 follows the ResNet-50 fine-tuning (RECIPE=seed or ssl), not RECIPE=$RECIPE"
+fi
 if [[ -z ${MOCO:-} ]]; then  # a MOCO file of the wrong kind is refused by train.py itself
     if ((vit)) && [[ ${PRETRAIN:-mocov2} != mae ]]; then
         die "RECIPE=$RECIPE fine-tunes a ViT: set PRETRAIN=mae (PRETRAIN=${PRETRAIN:-mocov2} pretrains a ResNet-50)"
@@ -172,6 +184,9 @@ VIT=$CONFIG_DIR/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2
 vit_cfg() { [[ $1 == 1 ]] && echo "${VIT}-s1-frozen-20e_labeled512.py" || echo "${VIT}-s$1-20e_labeled512.py"; }
 VITDET_CFG=$CONFIG_DIR/vitdet/faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_labeled1024.py
 det_dir() { echo "work_dirs/$(basename "${DET}-$1_labeled")"; }
+SEMI_CFG=$CONFIG_DIR/soft_teacher/soft-teacher_faster-rcnn_r50-mocov2-pre_fpn
+[[ ${RECIPE:-seed} == ssl ]] && SEMI_CFG+=-syncbn-4conv1fc
+SEMI_CFG+=_2xb5-12e_labeled-unlabeled.py
 
 # the training jobs of the chain, in order
 stages=()
@@ -185,6 +200,8 @@ case ${RECIPE:-seed} in
     vitdet) stages+=(vitdet-80e) ;;
     *) stages+=(s1-23e s2-27e s3-37e) ;;
 esac
+# the semi-supervised stage starts from the best checkpoint over the fine-tuning folders
+if [[ -n ${SEMI:-} ]]; then stages+=(semi); fi
 seed_stages=([1]=s1-23e [2]=s2-27e [3]=s3-37e)
 stage_end=([1]=$E1 [2]=$E2 [3]=$E3)
 # stage_job STAGE sets, for that stage's job: label, name, gpus, dir (its work folder), args_var
@@ -214,6 +231,15 @@ stage_job() {
             label="fine-tune $1" name=det-$1 gpus=$DET_GPUS args_var=DET_ARGS
             dir=work_dirs/$(basename "$(vit_cfg "${1:5}")" .py)
             sargs=("$(vit_cfg "${1:5}")" --data-root "$LABELED" ${DET_ARGS:-}) ;;
+        semi)
+            local folders=() t
+            for t in "${stages[@]}"; do
+                [[ $t == pretrain || $t == semi ]] || folders+=("$(stage_job "$t"; echo "$dir")")
+            done
+            label="semi-supervised" name=det-semi gpus=$DET_GPUS args_var=SEMI_ARGS
+            dir=work_dirs/$(basename "$SEMI_CFG" .py)
+            sargs=("$SEMI_CFG" --data-root "$LABELED" --unlabeled "$UNLABELED" --cfg-options
+                   "load_from=best-of://$(IFS=,; echo "${folders[*]}")" ${SEMI_ARGS:-}) ;;
         vitdet-80e)
             label="fine-tune vitdet-80e" name=det-vitdet gpus=$DET_GPUS args_var=DET_ARGS
             dir=work_dirs/$(basename "$VITDET_CFG" .py)
@@ -265,7 +291,7 @@ here=$(pwd -P)
 if queue=$(squeue -h -u "$(id -un)" -o '%i|%j|%T|%r|%E|%Z' 2>/dev/null); then
     while IFS='|' read -r id jn st why dep wd; do
         [[ -n $id && ($wd == "$PWD" || $wd == "$here") ]] || continue
-        case $jn in mocov2 | densecl | mae | det-s[123] | det-ssl | det-vit-s[1234] | det-vitdet | det-test) ;;
+        case $jn in mocov2 | densecl | mae | det-s[123] | det-ssl | det-vit-s[1234] | det-vitdet | det-semi | det-test) ;;
             *) continue ;;
         esac
         case $st in COMPLETED | CANCELLED | FAILED | TIMEOUT | NODE_FAIL | BOOT_FAIL | DEADLINE | OUT_OF_MEMORY)
@@ -336,8 +362,12 @@ skipping=1
 for s in "${stages[@]}"; do
     stage_job "$s"
     # the test picks the checkpoint that scored best on validation over the fine-tuning stages
-    # (as the seed reported), with the last stage's config
-    [[ $s == pretrain ]] || best+=("$dir") test_cfg=${sargs[0]}
+    # (as the seed reported), with the last stage's config; after a semi-supervised stage, its own
+    if [[ $s == semi ]]; then
+        best=("$dir") test_cfg=${sargs[0]}
+    elif [[ $s != pretrain ]]; then
+        best+=("$dir") test_cfg=${sargs[0]}
+    fi
     # pretraining is done when the keep file the fine-tuning starts from is there too
     if ((skipping)) && [[ ${state[$s]:-} == finished && ($s != pretrain || -f $MOCO) ]]; then
         echo "$label: finished ($dir), not submitted again"

@@ -27,6 +27,8 @@ def checkpoint_kind(state: dict) -> str:
     'mmdet'                 an mmdet detector (rpn_head.* / roi_head.*), whatever its backbone:
                             a ResNet (backbone.layer1.*) or a ViT (backbone.patch_embed.*,
                             backbone.layers.N.*, e.g. the configs/vitdet models)
+    'mmdet-semi'            a semi-supervised detector (configs/soft_teacher): a teacher and a
+                            student detector (teacher.roi_head.*, student.roi_head.*)
     'torchvision-detector'  a torchvision Faster R-CNN (roi_heads.*, backbone.body.*)
     'fb-moco'               facebookresearch/moco (encoder_q.*, encoder_k.*, queue)
     'mmpretrain-densecl'    mmpretrain DenseCL (backbone.*, neck.*, encoder_k.*, queue, queue2)
@@ -47,6 +49,8 @@ def checkpoint_kind(state: dict) -> str:
 
     if has('rpn_head.', 'roi_head.'):
         return 'mmdet'
+    if has('teacher.roi_head.') and has('student.roi_head.'):
+        return 'mmdet-semi'
     if has('roi_heads.'):
         return 'torchvision-detector'
     if has('encoder_q.'):
@@ -65,6 +69,7 @@ def checkpoint_kind(state: dict) -> str:
 
 KIND_NAMES = {
     'mmdet': 'mmdet detector checkpoint',
+    'mmdet-semi': 'semi-supervised (teacher and student) detector checkpoint',
     'torchvision-detector': 'torchvision Faster R-CNN checkpoint',
     'fb-moco': 'facebookresearch/moco checkpoint',
     'mmpretrain-densecl': 'mmpretrain DenseCL checkpoint',
@@ -137,7 +142,7 @@ def check_detector_checkpoint(path: str) -> None:
     with it."""
     state = load_state_dict_file(path)
     kind = checkpoint_kind(state)
-    if kind == 'mmdet':
+    if kind in ('mmdet', 'mmdet-semi'):
         return
     if kind == 'torchvision-detector':
         raise UserError(

@@ -26,19 +26,17 @@ def check_data_folders(cfg, names=('train_dataloader', 'val_dataloader', 'test_d
     checked inside the image and set to the ``sqsh://`` path the datasets read."""
     from mmengine import fileio
 
+    from .config_edits import UNLABELED_TYPES, dataloader_datasets
     from .data_source import describe, is_data_path
-    for name in names:
-        loader = cfg.get(name)
-        if not loader:
-            continue
-        ds = loader['dataset']
+    for name, ds in [(n, ds) for n in names for ds in dataloader_datasets(cfg, (n,))]:
+        which = '--unlabeled' if ds.get('type') in UNLABELED_TYPES else flag
         if ds.get('type') == 'CocoFormatDataset':
             continue  # config_edits.setup_coco checks its annotation file and images
         root = ds.get('data_root')
         if not is_data_path(root):
             raise UserError(f'data folder {root!r} ({name}) does not exist: give the dataset '
-                            f'with {flag} DIR')
-        root = ds['data_root'] = describe(root, flag).root
+                            f'with {which} DIR')
+        root = ds['data_root'] = describe(root, which).root
         split = ds.get('split')
         if split and not fileio.isdir(fileio.join_path(root, split)):
             raise UserError(f'{root} has no split folder {split!r} (it has: '

@@ -25,7 +25,22 @@ def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader'
     for name in names:
         loader = cfg.get(name)
         if loader:
-            yield loader['dataset']
+            yield from leaf_datasets(loader['dataset'])
+
+
+def leaf_datasets(ds):
+    """The datasets that read files, inside wrappers (``dataset``) and concatenations
+    (``datasets``: the semi-supervised stage's labeled and unlabeled sets)."""
+    if ds.get('datasets'):
+        for part in ds['datasets']:
+            yield from leaf_datasets(part)
+    elif ds.get('dataset'):
+        yield from leaf_datasets(ds['dataset'])
+    else:
+        yield ds
+
+
+UNLABELED_TYPES = ('UnlabeledDetDataset',)
 
 
 def set_data_root(cfg: Config, data_root: str, names=None) -> None:
@@ -35,10 +50,27 @@ def set_data_root(cfg: Config, data_root: str, names=None) -> None:
     from .data_source import describe
     source = describe(data_root)
     for ds in (dataloader_datasets(cfg, names) if names else dataloader_datasets(cfg)):
+        if ds.get('type') in UNLABELED_TYPES:
+            continue  # set_unlabeled_root
         ds['data_root'] = source.root
         if source.is_coco:
             _to_coco(ds)
     cfg.data_root = source.root
+
+
+def set_unlabeled_root(cfg: Config, root: str) -> None:
+    """Point the unlabeled set of a semi-supervised config at another image folder (or a
+    ``.sqsh`` image, or a folder inside one)."""
+    from .data_source import describe
+    found = [ds for ds in dataloader_datasets(cfg, ('train_dataloader',))
+             if ds.get('type') in UNLABELED_TYPES]
+    if not found:
+        raise UserError(f'{cfg.filename} trains on no unlabeled images: --unlabeled is for the '
+                        'semi-supervised configs (configs/soft_teacher)')
+    path = describe(root, '--unlabeled').root
+    for ds in found:
+        ds['data_root'] = path
+    cfg.unlabeled_root = path
 
 
 # LabeledDetDataset's own arguments, which mmdet's CocoDataset does not take
@@ -100,11 +132,9 @@ def setup_coco(cfg: Config, names=('train_dataloader', 'val_dataloader', 'test_d
     from custom_modules.datasets.coco_det import (ANN_FILE, CocoDataError, coco_splits,
                                                   missing_images, read_coco)
     found = []
-    for name in names:
-        loader = cfg.get(name)
-        if not loader or loader['dataset'].get('type') != 'CocoFormatDataset':
-            continue
-        ds = loader['dataset']
+    coco_sets = [(name, ds) for name in names for ds in dataloader_datasets(cfg, (name,))
+                 if ds.get('type') == 'CocoFormatDataset']
+    for name, ds in coco_sets:
         root, split = ds.get('data_root') or '', ds.get('split', 'training')
         ann = ds.get('ann_file') or ANN_FILE.format(split=split)
         ann = ann if osp.isabs(ann) else osp.join(root, ann)

@@ -35,8 +35,9 @@ def best_checkpoint(work_dirs) -> tuple[str, str]:
 
 @CheckpointLoader.register_scheme(prefixes='best-of://')
 def load_best_of(filename: str, map_location=None):
-    """``load_from = 'best-of://DIR'``: the checkpoint that scored best on validation among the
-    ``best_*.pth`` files of DIR (:func:`best_checkpoint`, as ``tools/test.py --best-of``)."""
-    path, why = best_checkpoint([filename[len('best-of://'):]])
+    """``load_from = 'best-of://DIR[,DIR...]'``: the checkpoint that scored best on validation
+    among the ``best_*.pth`` files of the folders (:func:`best_checkpoint`, as
+    ``tools/test.py --best-of``): a staged schedule's folders give its best over all stages."""
+    path, why = best_checkpoint(filename[len('best-of://'):].split(','))
     print_log(f'{filename}: {path} ({why})', logger='current')
     return CheckpointLoader.load_checkpoint(path, map_location)
