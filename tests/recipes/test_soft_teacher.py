@@ -161,7 +161,7 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
     HOOKS.register_module('SignalBeforeIter', module=SignalBeforeIter, force=True)
     hooks = Config.fromfile(SEMI_DEMO).custom_hooks
     final = {}
-    for name, at in (('uninterrupted', -1), ('stopped', 2)):
+    for name, at in (('uninterrupted', -1), ('stopped', 1)):
         work = tmp_path / name
         config = tmp_path / f'{name}.py'
         config.write_text(f'_base_ = {SEMI_DEMO!r}\ncustom_hooks = [*{hooks!r}, '
@@ -170,8 +170,8 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
                 '--data-root', os.path.join(synthetic_root, 'labeled'),
                 '--unlabeled', os.path.join(synthetic_root, 'unlabeled'),
                 '--cfg-options', f'load_from={demo_detector[0]}',
-                # 4 labeled images: 4 iterations per epoch, 8 in all; at half the demo's scale
-                'train_dataloader.dataset.datasets.0.indices=4',
+                # 3 labeled images: 3 iterations per epoch, 6 in all; at half the demo's scale
+                'train_dataloader.dataset.datasets.0.indices=3',
                 *(f'train_dataloader.dataset.datasets.{at}.scale=[(128,80),(128,112)]' for at in
                   ('0.pipeline.2', '1.pipeline.2.unsup_teacher.0',
                    '1.pipeline.2.unsup_student.0')),
@@ -180,7 +180,8 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
             with pytest.raises(SystemExit) as e:
                 train_tool.main(args)
             assert e.value.code == time_limit_hook.EXIT_TIME_LIMIT
-            assert (work / 'last_checkpoint').read_text() == str(work / 'iter_3.pth')
+            # inside epoch 1, after its second iteration
+            assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
             train_tool.main([*args, '--resume'])
         else:
             train_tool.main(args)
