@@ -5,6 +5,11 @@ tools/test.py, the table written to OUT/results.md.
     python tools/compare_recipes.py [--out work_dirs/compare] [--data data/synthetic]
                                     [--recipes WORD ...] [--init NAME ...] [--lr LR ...]
 
+`--recipes semi` (part of the default run) continues the seed recipe's MoCo v2 cell for one pass
+over the labeled images twice, semi-supervised (Soft Teacher, with the unlabeled images) and
+supervised, on the same labeled images, steps and LR; their fine-tuning minutes include the
+seed cell's.
+
 --lr trains each chosen fine-tuning once per learning rate (a sweep: the LR column), --init
 keeps the cells that start from the named pretrainings (MoCo v2, DenseCL, MAE, random).
 
@@ -42,6 +47,21 @@ RECIPES = [
      ('MAE', None)),
 ]
 CELLS = [(recipe, cfg, init) for recipe, cfg, inits in RECIPES for init in inits]
+SEED_DEMO = RECIPES[0][1]
+SEMI_DEMO = 'configs/soft_teacher/soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_1xb5-demo-2e_synthetic.py'
+SEMI_LR, SEMI_WARMUP = 0.0005, 10  # the semi demo's
+# `--recipes semi`: the seed cell from MoCo v2 continued for one pass over the labeled images,
+# with and without the unlabeled ones: the same labeled images, optimizer steps (one labeled
+# image each) and learning rate, so the difference is what the unlabeled images teach.
+SEMI_BASE = CELLS[0]
+CONTINUED = [
+    ('semi-supervised: the seed cell + Soft Teacher, 1 epoch (1 labeled : 4 unlabeled)',
+     SEMI_DEMO, ['train_cfg.max_epochs=1'], True),
+    ('supervised: the seed cell + 1 epoch at 1 labeled image (same steps and LR)',
+     SEED_DEMO, ['model.backbone.init_cfg=None', 'train_cfg.max_epochs=1',
+                 'train_dataloader.batch_size=1', f'optim_wrapper.optimizer.lr={SEMI_LR}',
+                 f'param_scheduler.0.end={SEMI_WARMUP}'], False),
+]
 RANDOM_INIT = ['--cfg-options', 'model.backbone.init_cfg=None']
 AP_LINE = re.compile(r'^ Average Precision +\(AP\) @\[ IoU=(0\.50:0\.95|0\.50) +\| area= +all '
                      r'\| maxDets=100 \] = (-?[0-9.]+)')
@@ -77,6 +97,18 @@ def last_checkpoint(work_dir: str) -> str:
     return open(osp.join(work_dir, 'last_checkpoint')).read().strip()
 
 
+def evaluate(cfg: str, work: str, data: str) -> tuple[str, str]:
+    """(AP, AP50) of the work folder's last checkpoint on the validation split, as tools/test.py
+    prints them (a semi-supervised config evaluates its teacher)."""
+    test_log = osp.join(work, 'test.log')
+    run(['tools/test.py', cfg, last_checkpoint(work), '--data-root', osp.join(data, 'labeled'),
+         '--split', 'validation', '--work-dir', osp.join(work, 'test')], test_log)
+    ap = dict(m.groups() for m in map(AP_LINE.match, open(test_log)) if m)
+    if len(ap) != 2:
+        sys.exit(f'error: no AP summary in {test_log}')
+    return ap['0.50:0.95'], ap['0.50']
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--out', default='work_dirs/compare')
@@ -84,16 +116,21 @@ def main(argv=None):
                    help='holds unlabeled/ and labeled/; generated as make demo does if missing')
     p.add_argument('--recipes', nargs='+', metavar='WORD',
                    help='only the fine-tuning recipes whose name starts with one of these words '
-                        '(seed, SSL, peer, ViTDet), and the pretrainings they start from')
+                        '(seed, SSL, peer, ViTDet, semi), and the pretrainings they start from')
     p.add_argument('--init', nargs='+', metavar='NAME',
                    help='only the cells that start from these pretrainings (random: none)')
     p.add_argument('--lr', nargs='+', type=float, metavar='LR',
                    help="train each fine-tuning at these learning rates (the config's if not given)")
     args = p.parse_args(argv)
+    words = {w.lower() for w in args.recipes or ()}
+    semi = not args.lr and (not words or 'semi' in words) and (
+        not args.init or 'moco v2' in {n.lower() for n in args.init})
     cells = [c for c in CELLS if not args.recipes
-             or any(c[0].lower().startswith(w.lower()) for w in args.recipes)]
+             or any(c[0].lower().startswith(w) for w in words)]
     cells = [c for c in cells if not args.init
              or (c[2] or 'random').lower() in {n.lower() for n in args.init}]
+    if semi and SEMI_BASE not in cells:
+        cells.insert(0, SEMI_BASE)  # what the semi-supervised rows continue
     if not cells:
         p.error('--recipes / --init: no cell left')
     out, data = osp.abspath(args.out), osp.abspath(args.data)
@@ -113,7 +150,7 @@ def main(argv=None):
         minutes[name] = train([cfg, '--data-root', osp.join(data, 'unlabeled')], work)
         pretrained[name] = last_checkpoint(work)
 
-    rows = []
+    rows, works = [], {}
     for (recipe, cfg, init), lr in [(c, lr) for c in cells for lr in args.lr or [None]]:
         work = osp.join(out, slug(f'{recipe.split()[0]} {init or "random"}'
                                   + (f' lr {lr:g}' if lr else '')))
@@ -125,15 +162,21 @@ def main(argv=None):
             init_args += ([] if '--cfg-options' in init_args else ['--cfg-options']) \
                 + [f'optim_wrapper.optimizer.lr={lr}']
         ft = train([cfg, '--data-root', osp.join(data, 'labeled'), *init_args], work)
-        test_log = osp.join(work, 'test.log')
-        run(['tools/test.py', cfg, last_checkpoint(work), '--data-root',
-             osp.join(data, 'labeled'), '--split', 'validation', '--work-dir',
-             osp.join(work, 'test')], test_log)
-        ap = dict(m.groups() for m in map(AP_LINE.match, open(test_log)) if m)
-        if len(ap) != 2:
-            sys.exit(f'error: no AP summary in {test_log}')
-        rows.append((recipe, init or 'random init', lr, ap['0.50:0.95'], ap['0.50'],
-                     minutes.get(init, 0), ft))
+        works[recipe, cfg, init] = work, ft
+        ap, ap50 = evaluate(cfg, work, data)
+        rows.append((recipe, init or 'random init', lr, ap, ap50, minutes.get(init, 0), ft))
+    for recipe, cfg, options, unlabeled in CONTINUED if semi else []:
+        base_work, base_minutes = works[SEMI_BASE]
+        start = last_checkpoint(base_work)
+        work = osp.join(out, slug(recipe.split(':')[0] + ' moco v2'))
+        os.makedirs(work, exist_ok=True)
+        print(f'continuing {start}: {recipe}', flush=True)
+        extra = ['--unlabeled', osp.join(data, 'unlabeled')] if unlabeled else []
+        ft = train([cfg, '--data-root', osp.join(data, 'labeled'), *extra, '--cfg-options',
+                    f'load_from={start}', *options], work)
+        ap, ap50 = evaluate(cfg, work, data)
+        rows.append((recipe, SEMI_BASE[2], None, ap, ap50, minutes.get(SEMI_BASE[2], 0),
+                     base_minutes + ft))
 
     lines = [f'Recipe comparison at CPU demo scale (tools/compare_recipes.py), {time.strftime("%F")}'
              f', {os.cpu_count()} CPU cores, data {args.data}; minutes of each training as it ran, '

@@ -83,3 +83,47 @@ def test_lr_sweep_trains_each_chosen_cell_once_per_lr(monkeypatch, tmp_path):
                           '--recipes', 'vitdet', '--init', 'random', '--lr', '1e-4'])
     det = [c for c in calls if c[0] == 'tools/train.py']
     assert det[0].count('--cfg-options') == 1 and 'optim_wrapper.optimizer.lr=0.0001' in det[0]
+
+
+def test_semi_supervised_rows_continue_the_seed_cell_with_and_without_unlabeled_images(
+        monkeypatch, tmp_path):
+    calls = fake_tools(monkeypatch, tmp_path)
+    out = tmp_path / 'out'
+    compare_recipes.main(['--out', str(out), '--data', str(tmp_path / 'data'),
+                          '--recipes', 'semi'])
+    trained = [c for c in calls if c[0] == 'tools/train.py']
+    assert [c[1] for c in trained] == [compare_recipes.PRETRAIN['MoCo v2'],
+                                       compare_recipes.SEED_DEMO, compare_recipes.SEMI_DEMO,
+                                       compare_recipes.SEED_DEMO]
+    seed_work = trained[1][trained[1].index('--work-dir') + 1]
+    semi, supervised = trained[2:]
+    for c in (semi, supervised):  # both from the seed cell's checkpoint, for one epoch
+        assert f'load_from={seed_work}/epoch_4.pth' in c and 'train_cfg.max_epochs=1' in c
+    data = str(tmp_path / 'data')
+    assert semi[semi.index('--unlabeled') + 1] == os.path.join(data, 'unlabeled')
+    assert '--unlabeled' not in supervised
+    # the same optimizer steps (one labeled image each) and LR as the semi demo's
+    from mmengine.config import Config
+    demo = Config.fromfile(os.path.join(REPO, compare_recipes.SEMI_DEMO))
+    assert demo.train_dataloader.sampler.source_ratio == [1, 4]
+    assert demo.optim_wrapper.optimizer.lr == compare_recipes.SEMI_LR
+    assert demo.param_scheduler[0].end == compare_recipes.SEMI_WARMUP
+    assert {'train_dataloader.batch_size=1', f'optim_wrapper.optimizer.lr={compare_recipes.SEMI_LR}',
+            f'param_scheduler.0.end={compare_recipes.SEMI_WARMUP}'} <= set(supervised)
+    tested = [c[1] for c in calls if c[0] == 'tools/test.py']
+    assert tested[-2:] == [compare_recipes.SEMI_DEMO, compare_recipes.SEED_DEMO]
+    rows = [line.split(' | ')[0:3] for line in open(out / 'results.md') if line.startswith('| ')]
+    assert [r[0][2:].split(':')[0] for r in rows[1:]] == ['seed (R50, frozen BN, 2fc head, one '
+                                                           'scale)', 'semi-supervised',
+                                                           'supervised']
+    assert all(r[1] == 'MoCo v2' for r in rows[1:])
+
+
+def test_default_run_has_the_semi_rows_and_an_lr_sweep_does_not(monkeypatch, tmp_path):
+    calls = fake_tools(monkeypatch, tmp_path)
+    compare_recipes.main(['--out', str(tmp_path / 'a'), '--data', str(tmp_path / 'data')])
+    assert compare_recipes.SEMI_DEMO in [c[1] for c in calls]
+    calls.clear()
+    compare_recipes.main(['--out', str(tmp_path / 'b'), '--data', str(tmp_path / 'data'),
+                          '--recipes', 'seed', '--lr', '0.01'])
+    assert compare_recipes.SEMI_DEMO not in [c[1] for c in calls]
