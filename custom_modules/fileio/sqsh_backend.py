@@ -19,7 +19,7 @@ from typing import Iterator
 from mmengine.fileio.backends import BaseStorageBackend, register_backend
 
 from ..errors import UserError
-from .squashfs import SCHEME, SquashfsError, open_image, split_image_path
+from .squashfs import SCHEME, SquashfsError, open_image, open_path, split_image_path
 
 
 def is_sqsh_uri(path) -> bool:
@@ -27,11 +27,9 @@ def is_sqsh_uri(path) -> bool:
 
 
 def _parse(uri: str):
-    """(image, inner path) of a ``sqsh://`` URI."""
-    found = split_image_path(uri)
-    if found is None:
-        raise FileNotFoundError(f'{uri}: no squashfs image on this path')
-    return open_image(found[0]), found[1]
+    """(image, inner path) of a ``sqsh://`` URI; after the first read in a folder, one
+    ``os.stat`` of the image file (:func:`open_path`)."""
+    return open_path(uri)
 
 
 def _inner(inner: str, *more: str) -> str:
@@ -109,7 +107,7 @@ def metadata_digest(uri: str) -> str:
 
 def read_files(uris) -> Iterator[bytes]:
     """The bytes of each ``sqsh://`` path, in order, looking each folder's image up once (a read
-    through the backend looks the image up every time)."""
+    through the backend stats the image file each time)."""
     folders = {}
     for uri in uris:
         folder, _, name = str(uri).rpartition('/')

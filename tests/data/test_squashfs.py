@@ -1,6 +1,7 @@
 """custom_modules.fileio.squashfs against Debian's mksquashfs: every file's bytes for every compression,
 with and without fragments, the folder queries against os.walk, fork and spawn loader workers
-sharing an image opened before they start, damaged images, and the on-disk index cache."""
+sharing an image opened before they start, damaged images, the on-disk index cache, files past
+4 GiB, and the system calls a read through the sqsh:// backend costs."""
 import hashlib
 import os
 import pickle
@@ -8,6 +9,7 @@ import shutil
 import stat
 import sys
 
+import numpy as np
 import pytest
 
 from custom_modules.fileio import squashfs
@@ -371,6 +373,97 @@ def test_an_image_replaced_while_in_use_stops_reads(build, tmp_path, cache):
         fileio.get(uri)
     with pytest.raises(SquashfsError, match='changed on disk'):
         open_image(path)
+
+
+@pytest.mark.slow
+@needs_mksquashfs
+def test_files_past_4_gib_read_byte_for_byte(tmp_path, cache):
+    """The course image is 56 GB: past its first 4 GiB every file starts at a 64-bit offset
+    (extended file inodes) and fragment blocks lie there too. A 4.1 GiB filler (a pseudo file
+    fed by a command: nothing that big on disk but the image) is stored first, then random
+    files of whole blocks, blocks and a short block, and small ones in a fragment block; data
+    and fragments stored uncompressed (-noD -noF) so the build writes rather than compresses
+    (7 s here)."""
+    free = shutil.disk_usage(str(tmp_path)).free
+    if free < 6 << 30:
+        pytest.skip(f'needs 6 GiB free beside {tmp_path} for a 4.1 GiB image, has '
+                    f'{free / 2**30:.1f} GiB')
+    fill = (4 << 30) + (100 << 20)  # also a file size over 32 bits
+    src = tmp_path / 'src'
+    rng = np.random.default_rng(7)
+    block = 131072
+    files = {'z/blocks.bin': rng.bytes(3 * block), 'z/blocks_tail.bin': rng.bytes(2 * block + 7),
+             'z/tail.bin': rng.bytes(5000), 'z/w/tiny.bin': rng.bytes(3)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    path = mksquashfs(str(src), str(tmp_path / 'big.sqsh'), '-noD', '-noF', '-b', str(block),
+                      '-p', f'0_fill.bin f 444 0 0 yes | head -c {fill}')
+    try:
+        assert os.path.getsize(path) > fill
+        image = SquashfsImage(path, cache)
+        assert image.size('0_fill.bin') == fill
+        assert image.read_head('0_fill.bin', 4096) == b'y\n' * 2048
+        for rel, data in files.items():
+            assert image.read(rel) == data, rel
+        # the files were indeed stored past 4 GiB: their blocks (a file over a block ends in
+        # a short block of its own), and the fragment block holding the small files
+        for rel in ('z/blocks.bin', 'z/blocks_tail.bin'):
+            assert int(image._a[image._find(rel)]) > 1 << 32, rel
+        for rel in ('z/tail.bin', 'z/w/tiny.bin'):
+            frag = int(image._frag_idx[image._find(rel)])
+            assert int(image._frag_start[frag]) > 1 << 32, rel
+        # the cached index maps the same 64-bit positions
+        again = SquashfsImage(path, cache)
+        assert again.from_cache and again.read('z/blocks_tail.bin') == files['z/blocks_tail.bin']
+    finally:
+        os.remove(path)  # 4.1 GiB: not left for the retained tmp folders
+
+
+@needs_mksquashfs
+def test_a_backend_read_stats_the_image_file_once(build, want, tmp_path, cache, monkeypatch):
+    """A read through the sqsh:// backend costs one stat of the image file once its folder was
+    read before (not a walk of the path and a realpath each time), and still notices the image
+    rewritten in place, forgotten, or removed."""
+    from mmengine import fileio
+
+    import custom_modules.fileio.sqsh_backend  # noqa: F401 (registers sqsh://)
+    deep = tmp_path / 'a' / 'b' / 'c'
+    deep.mkdir(parents=True)
+    path = _copy(build('gzip'), deep / 'data.sqsh')
+    open_image(path, cache)
+    names = [p for p in sorted(want) if p.startswith('many/')]
+    uris = ['sqsh://' + path + '/' + p for p in names]
+    fileio.get(uris[0])
+    calls = {'stat': 0, 'lstat': 0, 'open_image': 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+    monkeypatch.setattr(os, 'stat', counted('stat', os.stat))
+    monkeypatch.setattr(os, 'lstat', counted('lstat', os.lstat))
+    monkeypatch.setattr(squashfs, 'open_image', counted('open_image', squashfs.open_image))
+    got = {p: hashlib.sha256(fileio.get(u)).hexdigest() for p, u in zip(names, uris)}
+    assert got == {p: want[p] for p in names}
+    assert calls == {'stat': len(names), 'lstat': 0, 'open_image': 0}, (calls, len(names))
+    monkeypatch.undo()
+
+    # rewritten in place (same inode, another size): the next read raises
+    with open(path, 'ab') as f:
+        f.write(b'\0' * 4096)
+    with pytest.raises(squashfs.ImageChangedError, match=f'^{path}: the squashfs image changed'):
+        fileio.get(uris[1])
+    # forgotten by a process that rebuilt it knowingly: read from the file there now
+    squashfs.forget_image(path)
+    assert hashlib.sha256(fileio.get(uris[1])).hexdigest() == want[names[1]]
+    # removed: the same error, for a folder read before and one not read yet
+    os.remove(path)
+    with pytest.raises(squashfs.ImageChangedError, match='changed on disk'):
+        fileio.get(uris[2])
+    with pytest.raises(squashfs.ImageChangedError, match='changed on disk'):
+        fileio.get('sqsh://' + path + '/a/text.txt')
 
 
 @pytest.mark.slow
