@@ -83,16 +83,16 @@ def build_cfg(args):
     """The config to train, and resolve_resume's decision: what to continue, with that
     checkpoint's metadata."""
     from toolkit.config_edits import (add_tensorboard, check_pretrained, default_work_dir,
-                                      drop_backbone_init, set_amp, set_coco_files,
-                                      set_data_root, set_pretrained, set_unlabeled_root,
-                                      setup_coco)
+                                      drop_backbone_init, merge_cfg_options, set_amp,
+                                      set_coco_files, set_data_root, set_pretrained,
+                                      set_unlabeled_root, setup_coco)
     from toolkit.launch import set_launcher
     from toolkit.resume_policy import check_resume, resolve_resume, run_inputs
     from toolkit.checks import check_amp, check_data_folders, check_tensorboard
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        merge_cfg_options(cfg, args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     if args.data_root:
         set_data_root(cfg, args.data_root)

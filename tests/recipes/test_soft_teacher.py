@@ -220,3 +220,14 @@ def test_the_start_is_the_best_checkpoint_over_the_chains_folders(tmp_path):
         folders.append(str(folder))
     ckpt = CheckpointLoader.load_checkpoint('best-of://' + ','.join(folders), map_location='cpu')
     assert ckpt['state_dict']['w'].item() == 26
+
+
+def test_a_best_of_list_of_folders_survives_cfg_options():
+    """`--cfg-options load_from=best-of://A,B,C` (the chain's semi-supervised job): mmengine's
+    DictAction splits the value at its commas; train.py joins the folders back."""
+    import train as train_tool
+    from toolkit.config_edits import merge_cfg_options
+    args = train_tool.parse_args([SEMI, '--cfg-options', 'load_from=best-of://a,b,c'])
+    cfg = Config.fromfile(SEMI)
+    merge_cfg_options(cfg, args.cfg_options)
+    assert cfg.load_from == 'best-of://a,b,c'

@@ -113,13 +113,16 @@ def chain(rig):
                DET_EPOCHS=' '.join(map(str, DET_EPOCHS)),
                MOCO_ARGS=f'--cfg-options train_dataloader.batch_size={MOCO_BATCH}',
                DET_ARGS='--cfg-options param_scheduler.0.end=2',  # warm-up: iteration 0 only
+               # the semi-supervised stage: one epoch (2 iterations of 1 labeled + 4 unlabeled)
+               SEMI='1', SEMI_ARGS='--cfg-options train_cfg.max_epochs=1 param_scheduler.0.end=2',
                # a detector trained for 4 iterations scores every box under 0.05: keep them all
-               TEST_ARGS='--cfg-options model.test_cfg.rcnn.score_thr=0.0')
+               # (the test job's config is the semi-supervised one: its detector's settings)
+               TEST_ARGS='--cfg-options model.detector.test_cfg.rcnn.score_thr=0.0')
     t0 = time.time()
     r = run_tool('slurm/submit_pipeline.sh', env=env, cwd=rig['root'], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     jobs = [line.split('job ')[1].split()[0] for line in r.stdout.splitlines() if 'job ' in line]
-    names = ['mocov2', 'det-s1', 'det-s2', 'det-s3', 'det-test']
+    names = ['mocov2', 'det-s1', 'det-s2', 'det-s3', 'det-semi', 'det-test']
     assert len(jobs) == len(names), r.stdout
     states = {n: wait_done(rig, j, n) for n, j in zip(names, jobs)}
     print(f'rehearsal chain: {states} in {time.time() - t0:.0f} s')
@@ -145,9 +148,21 @@ def test_chain_runs_the_real_configs_end_to_end(rig, chain):
     assert lrs[2] == pytest.approx(LR_DET)
     assert lrs[3] == pytest.approx(LR_DET * 0.1)
     assert lrs[4] == pytest.approx(LR_DET * 0.01)
+    # the semi-supervised stage: from the s1-s3 best, on the labeled and unlabeled images (read
+    # out of the .sqsh), both models validated; the test job evaluates its best teacher
+    semi = os.path.join(work, 'soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_2xb5-12e_labeled-'
+                        'unlabeled')
+    semi_log = log_of(rig, 'det-semi', chain['jobs']['det-semi'])
+    start = ','.join(f'work_dirs/{DET}-{s}_labeled' for s in ('s1-23e', 's2-27e', 's3-37e'))
+    assert f'load_from=best-of://{start}' in semi_log, semi_log[-3000:]
+    assert glob.glob(os.path.join(semi, 'best_teacher_coco_bbox_mAP_epoch_1.pth')), os.listdir(semi)
+    state = load(os.path.join(semi, 'epoch_1.pth'))['state_dict']
+    assert any(k.startswith('teacher.') for k in state) and any(k.startswith('student.')
+                                                                 for k in state)
     test_log = log_of(rig, 'det-test', chain['jobs']['det-test'])
     assert test_log.count(' Average ') == 12, test_log[-3000:]
     assert 'best validation score' in test_log  # the seed reported its best checkpoint
+    assert semi in test_log and 'model: the teacher' in test_log, test_log[-3000:]
 
 
 def test_explicit_resume_path_through_sbatch_is_honoured(rig, chain):

@@ -22,7 +22,8 @@
 # SEMI=1 adds a semi-supervised stage after the seed or SSL fine-tuning (Soft Teacher,
 # configs/soft_teacher): from that fine-tuning's best checkpoint on validation, on LABELED and
 # UNLABELED together (UNLABELED is needed then, also with MOCO), with SEMI_ARGS as its extra
-# train.py args; the test job then evaluates the stage's best checkpoint (its teacher).
+# train.py args; the test job then evaluates the stage's best checkpoint (its teacher) with its
+# config, whose detector settings TEST_ARGS reach under model.detector.
 # Logs: work_dirs/slurm/<job name>-<job id>.out. Run it from the folder where work_dirs/ should be.
 # Before submitting anything it checks, in seconds, the inputs (LABELED's layout and a sample of
 # its files, an image in UNLABELED, the MOCO file) and that the jobs' Python (PYTHON, else the repo's

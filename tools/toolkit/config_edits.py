@@ -20,6 +20,15 @@ def default_work_dir(config_path: str) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def merge_cfg_options(cfg: Config, options: dict) -> None:
+    """mmengine's ``--cfg-options`` merge, with a ``best-of://`` list of folders (DictAction
+    splits a value at its commas) joined back into the one string the scheme reads."""
+    cfg.merge_from_dict(options)
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, (list, tuple)) and str(load_from[0]).startswith('best-of://'):
+        cfg.load_from = ','.join(map(str, load_from))
+
+
 def dataloader_datasets(cfg: Config, names=('train_dataloader', 'val_dataloader',
                                             'test_dataloader')):
     for name in names:
