@@ -70,8 +70,7 @@ def parse_args(argv=None):
 def build_cfg(args) -> Config:
     from custom_modules.engine.runner.checkpoint import best_checkpoint
     from custom_modules.errors import UserError
-    from toolkit.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
-                                     checkpoint_kind, load_state_dict_file)
+    from toolkit.checkpoints import check_checkpoint_classes, check_detector_checkpoint
     from toolkit.config_edits import (data_name, dataset_classes, default_work_dir, set_coco_files,
                                       set_data_root, setup_coco)
     from custom_modules.datasets.classes import LABELED_CLASSES
@@ -79,8 +78,7 @@ def build_cfg(args) -> Config:
     from toolkit.checks import check_amp, check_data_folders
     if args.best_of:
         args.checkpoint, args.why = best_checkpoint(args.best_of)
-    check_detector_checkpoint(args.checkpoint)
-    kind = checkpoint_kind(load_state_dict_file(args.checkpoint))
+    kind = check_detector_checkpoint(args.checkpoint)
     check_amp(args.amp)
     cfg = Config.fromfile(args.config)
     set_launcher(cfg, args.launcher)

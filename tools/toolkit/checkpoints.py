@@ -137,13 +137,13 @@ def backbone_tensor_fits(name: str, file_shape: tuple, model_shape: tuple) -> bo
                  or len(file_shape) == len(model_shape) == 4))
 
 
-def check_detector_checkpoint(path: str) -> None:
+def check_detector_checkpoint(path: str) -> str:
     """Refuse anything but an mmdet detector checkpoint, saying what the file is and what to do
-    with it."""
+    with it; return its kind ('mmdet' or 'mmdet-semi')."""
     state = load_state_dict_file(path)
     kind = checkpoint_kind(state)
     if kind in ('mmdet', 'mmdet-semi'):
-        return
+        return kind
     if kind == 'torchvision-detector':
         raise UserError(
             f"{path} is a torchvision Faster R-CNN (e2e) checkpoint, e.g. the seed's. Convert it "
