@@ -444,7 +444,9 @@ def test_a_backend_read_stats_the_image_file_once(build, want, tmp_path, cache, 
         return wrapper
     monkeypatch.setattr(os, 'stat', counted('stat', os.stat))
     monkeypatch.setattr(os, 'lstat', counted('lstat', os.lstat))
-    monkeypatch.setattr(squashfs, 'open_image', counted('open_image', squashfs.open_image))
+    # where open_path looks open_image up
+    monkeypatch.setattr(squashfs.registry, 'open_image',
+                        counted('open_image', squashfs.registry.open_image))
     got = {p: hashlib.sha256(fileio.get(u)).hexdigest() for p, u in zip(names, uris)}
     assert got == {p: want[p] for p in names}
     assert calls == {'stat': len(names), 'lstat': 0, 'open_image': 0}, (calls, len(names))

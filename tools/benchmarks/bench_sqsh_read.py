@@ -47,9 +47,10 @@ def count_calls(uris) -> dict:
     """Calls per ``fileio.get`` of a sqsh:// path, by function."""
     from mmengine import fileio
 
-    from custom_modules.fileio import sqsh_backend, squashfs
+    from custom_modules.fileio import sqsh_backend
+    from custom_modules.fileio.squashfs import registry  # open_path calls open_image there
     counts = dict(stat=0, lstat=0, fstat=0, open_image=0)
-    saved = dict(stat=os.stat, lstat=os.lstat, fstat=os.fstat, open_image=squashfs.open_image)
+    saved = dict(stat=os.stat, lstat=os.lstat, fstat=os.fstat, open_image=registry.open_image)
 
     def wrap(name, fn):
         def counted(*a, **k):
@@ -59,13 +60,13 @@ def count_calls(uris) -> dict:
     try:
         for name in ('stat', 'lstat', 'fstat'):
             setattr(os, name, wrap(name, saved[name]))
-        squashfs.open_image = sqsh_backend.open_image = wrap('open_image', saved['open_image'])
+        registry.open_image = sqsh_backend.open_image = wrap('open_image', saved['open_image'])
         for uri in uris:
             fileio.get(uri)
     finally:
         for name in ('stat', 'lstat', 'fstat'):
             setattr(os, name, saved[name])
-        squashfs.open_image = sqsh_backend.open_image = saved['open_image']
+        registry.open_image = sqsh_backend.open_image = saved['open_image']
     return {k: v / len(uris) for k, v in counts.items()}
 
 
