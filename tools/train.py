@@ -139,11 +139,11 @@ def say(msg: str) -> None:
 
 def finished(cfg, meta) -> bool:
     """The checkpoint to resume (``meta``: its metadata, None for a new run) already ends the
-    run: nothing to train, and no validation of its last epoch left to run (a stop or a kill
-    during it: the resumed run validates that epoch first)."""
-    from toolkit.resume_policy import VAL_PENDING_KEY
-    return (meta is not None and meta['epoch'] >= cfg.train_cfg.max_epochs
-            and meta.get(VAL_PENDING_KEY) is None)
+    run: nothing to train, and no validation of its last epoch or iteration left to run (a stop
+    or a kill during it: the resumed run validates it first)."""
+    from toolkit.resume_policy import VAL_PENDING_KEY, schedule_end
+    unit, end = schedule_end(cfg)
+    return meta is not None and meta[unit] >= end and meta.get(VAL_PENDING_KEY) is None
 
 
 def main(argv=None):
@@ -169,7 +169,9 @@ def _train(argv):
         print(f'{state}: {decision.message}', flush=True)
         return
     if finished(cfg, decision.meta):
-        say(f'train.py: {cfg.work_dir} already finished its {cfg.train_cfg.max_epochs} epochs '
+        from toolkit.resume_policy import schedule_end
+        unit, end = schedule_end(cfg)
+        say(f'train.py: {cfg.work_dir} already finished its {end} {unit}s '
             f'({cfg.load_from}); nothing to train')
         return
     runner = QuietRunner.from_cfg(cfg)

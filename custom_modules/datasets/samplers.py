@@ -16,9 +16,14 @@ from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import BatchSampler, Sampler
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    digest = hashlib.blake2b(f'{seed}/{epoch}/{index}'.encode(), digest_size=4).digest()
+def hashed_seed(*parts) -> int:
+    """A 32-bit seed from ``parts``: unrelated streams for neighbouring values."""
+    digest = hashlib.blake2b('/'.join(map(str, parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, 'little')
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return hashed_seed(seed, epoch, index)
 
 
 class SampleIndex(int):

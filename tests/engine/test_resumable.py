@@ -183,6 +183,7 @@ def test_later_stage_keeps_the_best_score_but_not_the_earlier_stage_best_file(tm
 class _TrainRunner:
     epoch, iter, work_dir = 0, 0, '/nonexistent'
     train_dataloader = [None] * 4
+    train_loop = None  # an epoch-based loop's place (TimeLimitHook asks which kind)
 
     class message_hub:
         @staticmethod

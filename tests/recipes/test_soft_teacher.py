@@ -20,6 +20,8 @@ SEMI = os.path.join(REPO, 'configs/soft_teacher/soft-teacher_faster-rcnn_r50-moc
                     '12e_labeled-unlabeled.py')
 SEMI_DEMO = os.path.join(REPO, 'configs/soft_teacher/soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_'
                          '1xb5-demo-2e_synthetic.py')
+SEMI_ITERS = os.path.join(REPO, 'configs/soft_teacher/soft-teacher_faster-rcnn_r50-mocov2-pre_'
+                          'fpn_2xb5-180k_labeled-unlabeled.py')
 
 
 def test_recipe_numbers():
@@ -54,6 +56,30 @@ def test_recipe_numbers():
     for pipeline in (cfg.sup_pipeline, cfg.weak_pipeline, cfg.strong_pipeline):
         resize = next(t for t in pipeline if t['type'] == 'RandomResize')
         assert resize.scale == [(1333, 400), (1333, 1200)]
+
+
+def test_recipe_by_iterations():
+    """The same stage counted in iterations as mmdet counts it: 180k, x0.1 at 120k and 160k,
+    validation and a checkpoint every 15k (a labeled pass at 2 GPUs); all else the epoch
+    config's."""
+    cfg, epochs = Config.fromfile(SEMI_ITERS), Config.fromfile(SEMI)
+    assert cfg.train_cfg == dict(type='ResumableIterBasedTrainLoop', max_iters=180000,
+                                 val_interval=15000)
+    assert [(p.type, p.by_epoch, p.end) for p in cfg.param_scheduler] == [
+        ('LinearLR', False, 500), ('MultiStepLR', False, 180000)]
+    assert cfg.param_scheduler[1].milestones == [120000, 160000]
+    assert cfg.param_scheduler[1].gamma == cfg.param_scheduler[0].start_factor * 100 == 0.1
+    checkpoint = cfg.default_hooks.checkpoint
+    assert (checkpoint.by_epoch, checkpoint.interval) == (False, 15000)
+    assert checkpoint.save_best == 'teacher/coco/bbox_mAP' and cfg.log_processor.by_epoch is False
+    for key in ('model', 'train_dataloader', 'optim_wrapper', 'custom_hooks', 'load_from',
+                'auto_scale_lr', 'val_cfg'):
+        assert cfg[key] == epochs[key], key
+    # 12 passes of 15,000 batches at 2 GPUs: the epoch config's schedule
+    per_pass = 30000 // 2 // cfg.train_dataloader.sampler.source_ratio[0]
+    assert cfg.train_cfg.max_iters == epochs.train_cfg.max_epochs * per_pass
+    steps = [e * per_pass for e in epochs.param_scheduler[1].milestones]
+    assert steps[0] == 120000 and steps[1] - per_pass < 160000 < steps[1]  # whole epochs there
 
 
 def test_sampler_mixes_the_sources_and_continues_the_unlabeled_stream():
@@ -147,6 +173,20 @@ def test_unlabeled_switch_and_training_record(tmp_path, synthetic_root):
             unlabeled)
 
 
+def _shrunk_demo_args(config, work, synthetic_root, demo_detector) -> list:
+    """tools/train.py's arguments for the demo on the generated data from the untrained demo
+    detector, shrunk: 3 labeled images (3 batches per pass over them), half the demo's scale,
+    no loader workers (their start costs more than these iterations)."""
+    return [str(config), '--work-dir', str(work),
+            '--data-root', os.path.join(synthetic_root, 'labeled'),
+            '--unlabeled', os.path.join(synthetic_root, 'unlabeled'),
+            '--cfg-options', f'load_from={demo_detector[0]}',
+            'train_dataloader.dataset.datasets.0.indices=3',
+            *(f'train_dataloader.dataset.datasets.{at}.scale=[(128,80),(128,112)]' for at in
+              ('0.pipeline.2', '1.pipeline.2.unsup_teacher.0', '1.pipeline.2.unsup_student.0')),
+            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
+
+
 @pytest.mark.slow
 def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo_detector,
                                                             tmp_path, signals_restored,
@@ -166,16 +206,8 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
         config = tmp_path / f'{name}.py'
         config.write_text(f'_base_ = {SEMI_DEMO!r}\ncustom_hooks = [*{hooks!r}, '
                           f'dict(type="SignalBeforeIter", at={at})]\n')
-        args = [str(config), '--work-dir', str(work),
-                '--data-root', os.path.join(synthetic_root, 'labeled'),
-                '--unlabeled', os.path.join(synthetic_root, 'unlabeled'),
-                '--cfg-options', f'load_from={demo_detector[0]}',
-                # 3 labeled images: 3 iterations per epoch, 6 in all; at half the demo's scale
-                'train_dataloader.dataset.datasets.0.indices=3',
-                *(f'train_dataloader.dataset.datasets.{at}.scale=[(128,80),(128,112)]' for at in
-                  ('0.pipeline.2', '1.pipeline.2.unsup_teacher.0',
-                   '1.pipeline.2.unsup_student.0')),
-                'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
+        # 3 labeled images: 3 iterations per epoch, 6 in all
+        args = _shrunk_demo_args(config, work, synthetic_root, demo_detector)
         if at >= 0:
             with pytest.raises(SystemExit) as e:
                 train_tool.main(args)
@@ -205,6 +237,61 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
         test_tool.main([os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_'
                                      '1xb4-demo-4e_synthetic.py'), checkpoint, '--data-root',
                         labeled])
+
+
+@pytest.mark.slow
+def test_demo_by_iterations_stops_resumes_and_replays(synthetic_root, demo_detector, tmp_path,
+                                                      signals_restored, monkeypatch):
+    """The 180k config's loop, schedulers and checkpoints on the demo, through tools/train.py:
+    7 iterations over passes of 3 labeled images, stopped by the time-limit signal after
+    iteration 5 (timed saves every iteration until then) and resumed, and resumed from
+    CheckpointHook's iter_4.pth in another folder: teacher and student both end as the
+    uninterrupted run's; the timed saves left CheckpointHook's files alone."""
+    import train as train_tool
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    HOOKS.register_module('SignalBeforeIter', module=SignalBeforeIter, force=True)
+    iters = Config.fromfile(SEMI_ITERS)
+    hooks = Config.fromfile(SEMI_DEMO).custom_hooks
+    schedulers = [dict(iters.param_scheduler[0], end=2),
+                  dict(iters.param_scheduler[1], end=7, milestones=[5])]
+    final = {}
+
+    def run(name, at=-1, extra=()):
+        work = tmp_path / name
+        config = tmp_path / f'{name}.py'
+        config.write_text(
+            f'_base_ = {SEMI_DEMO!r}\n'
+            f'custom_hooks = [*{hooks!r}, dict(type="SignalBeforeIter", at={at})]\n'
+            f'train_cfg = dict(_delete_=True, **{dict(iters.train_cfg, max_iters=7)!r})\n'
+            f'param_scheduler = {schedulers!r}\n'
+            f'default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))\n'
+            f'log_processor = {iters.log_processor!r}\n')
+        return work, [*_shrunk_demo_args(config, work, synthetic_root, demo_detector), *extra]
+
+    work, args = run('uninterrupted')
+    train_tool.main(args)
+    final['uninterrupted'] = work / 'iter_7.pth'
+    work, args = run('stopped', at=4, extra=['custom_hooks.2.save_every_minutes=1e-9'])
+    with pytest.raises(SystemExit) as e:
+        train_tool.main(args)
+    assert e.value.code == time_limit_hook.EXIT_TIME_LIMIT
+    # CheckpointHook's two files and the stop's, no timed one left over
+    assert sorted(n for n in os.listdir(work) if n.endswith('.pth')) == [
+        'iter_2.pth', 'iter_4.pth', 'iter_5.pth']
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_5.pth')
+    train_tool.main([*args, '--resume'])
+    final['stopped'] = work / 'iter_7.pth'
+    work, args = run('from_periodic')
+    train_tool.main([*args, '--resume', str(tmp_path / 'uninterrupted' / 'iter_4.pth')])
+    final['from_periodic'] = work / 'iter_7.pth'
+    weights = {k: torch.load(v, map_location='cpu', weights_only=False)['state_dict']
+               for k, v in final.items()}
+    a = weights.pop('uninterrupted')
+    assert any(k.startswith('teacher.') for k in a) and any(k.startswith('student.') for k in a)
+    for name, b in weights.items():
+        assert a.keys() == b.keys()
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f'{name}: {len(different)} tensors differ, e.g. {different[:3]}'
 
 
 def test_the_start_is_the_best_checkpoint_over_the_chains_folders(tmp_path):

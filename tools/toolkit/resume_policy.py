@@ -45,9 +45,11 @@ RECORD = 'run_inputs.json'
 EXPLICIT = 'explicit_resume.json'
 # Fields that cannot change what is trained: logging, evaluation, checkpoint cadence, loader
 # workers (samples are seeded by index: custom_modules/datasets/samplers.py), where the run stops
-# (train_cfg.max_epochs: continuing a schedule further is the same run) and launch details.
+# (train_cfg.max_epochs or max_iters: continuing a schedule further is the same run) and launch
+# details.
 _IGNORED = ('work_dir', 'resume', 'load_from', 'launcher', 'env_cfg', 'model_wrapper_cfg',
-            'custom_imports', 'train_cfg.max_epochs', 'log_level', 'log_processor',
+            'custom_imports', 'train_cfg.max_epochs', 'train_cfg.max_iters', 'log_level',
+            'log_processor',
             'visualizer', 'default_hooks.logger', 'default_hooks.checkpoint',
             'default_hooks.timer', 'default_hooks.visualization', 'val_dataloader',
             'val_evaluator', 'val_cfg', 'test_dataloader', 'test_evaluator', 'test_cfg',
@@ -63,6 +65,15 @@ class ChangedInputsError(UserError):
     def __init__(self, message: str, work_dir: str, diffs: list[str]):
         super().__init__(message)
         self.work_dir, self.diffs = work_dir, diffs
+
+
+def schedule_end(cfg: Config) -> tuple[str, int]:
+    """('epoch', max_epochs) or, for a schedule counted in iterations, ('iter', max_iters): where
+    a run of ``cfg`` ends, in the checkpoint metadata's terms."""
+    train_cfg = cfg.train_cfg
+    if 'max_iters' in train_cfg:
+        return 'iter', train_cfg.max_iters
+    return 'epoch', train_cfg.max_epochs
 
 
 def read_checkpoint_meta(path: str) -> tuple[dict | None, str]:

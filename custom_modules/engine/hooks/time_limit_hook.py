@@ -4,7 +4,7 @@
 current iteration, rank 0 saves a resumable ``iter_N.pth`` and requeues the Slurm job; on SIGTERM
 (preemption, ``scancel``, ``scontrol requeue``) the same save, and Slurm decides about the
 requeue. It also saves ``iter_N.pth`` every ``save_every_minutes`` inside an epoch, for the faults
-that send no signal (``kill -9``, a node that dies).
+that send no signal (``kill -9``, a node that dies). Epoch- and iteration-based loops alike.
 """
 import os
 import shlex
@@ -23,8 +23,8 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
-from ..runner.loops import (OLD_VAL_PENDING_KEY, RNG_KEY, VAL_PENDING_KEY, capture_rng,
-                            validates_after)
+from ..runner.loops import (OLD_VAL_PENDING_KEY, RNG_KEY, VAL_PENDING_KEY, by_iterations,
+                            capture_rng, validates_after)
 from .checkpoint_hooks import (checkpoint_backend_args, point_last_checkpoint,
                                read_last_checkpoint)
 
@@ -99,6 +99,10 @@ class TimeLimitHook(Hook):
     pending, and the last epoch's is written again once its validation has ended, so that a
     finished run reads as finished.
 
+    With an iteration-based loop (``ResumableIterBasedTrainLoop``) every iteration is a place to
+    stop, validations are marked the same way at their iterations, and the in-epoch saves are
+    timed saves between CheckpointHook's own ``iter_N.pth``, which they leave alone.
+
     Args:
         save_every_minutes: also save ``iter_N.pth`` (the same resume point, without stopping)
             after the first iteration that ends this long after the last checkpoint, inside an
@@ -120,6 +124,7 @@ class TimeLimitHook(Hook):
         self.save_every = 60 * save_every_minutes if save_every_minutes else None
         self._saved_at = 0.0  # rank 0's clock at the last checkpoint
         self._last = ''  # the last checkpoint seen (``last_checkpoint``)
+        self._own = ''  # by iterations: the last iter_N.pth only this hook wrote
 
     def before_train(self, runner) -> None:
         # tools/train.py's handler from its first line notes a signal that came while it started
@@ -138,7 +143,8 @@ class TimeLimitHook(Hook):
             runner.message_hub.update_info(VAL_PENDING_KEY, old)
         pending = runner.message_hub.get_info(VAL_PENDING_KEY)
         if pending is not None and runner.val_loop is not None:
-            print_log(f'validating epoch {pending} again: the run stopped before its validation '
+            what = 'iteration' if by_iterations(runner.train_loop) else 'epoch'
+            print_log(f'validating {what} {pending} again: the run stopped before its validation '
                       'ended', logger='current')
             self._revalidating = True
             try:
@@ -180,11 +186,18 @@ class TimeLimitHook(Hook):
             return
         self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        # by iterations, CheckpointHook saves in after_train_iter, before this hook's turn: the
+        # flag must be set when the iteration starts to be in that checkpoint
+        if by_iterations(runner.train_loop) and validates_after(runner.train_loop,
+                                                                runner.iter + 1):
+            runner.message_hub.update_info(VAL_PENDING_KEY, runner.iter + 1)
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._trained = True
         # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
         # scheduler step, checkpoint and validation come first
-        if batch_idx + 1 < len(runner.train_dataloader):
+        if by_iterations(runner.train_loop) or batch_idx + 1 < len(runner.train_dataloader):
             signum, due = self._agreed()
             if (signum or due) and _gradients_pending(runner):
                 return  # the optimizer step of this accumulation comes first
@@ -206,7 +219,8 @@ class TimeLimitHook(Hook):
             return
         signum = self._agreed()[0]
         if signum and not _gradients_pending(runner):
-            runner.message_hub.update_info(VAL_PENDING_KEY, runner.epoch)
+            runner.message_hub.update_info(VAL_PENDING_KEY, runner.iter if by_iterations(
+                runner.train_loop) else runner.epoch)
             self._stop(runner, signum, epoch=runner.epoch, iter_=runner.iter)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
@@ -217,7 +231,11 @@ class TimeLimitHook(Hook):
         if pending is None or not (self._trained or self._revalidating):
             return  # not inside training (tools/test.py)
         runner.message_hub.update_info(VAL_PENDING_KEY, None)
-        if runner.epoch >= getattr(runner.train_loop, 'max_epochs', float('inf')):
+        loop = runner.train_loop
+        if by_iterations(loop):
+            if runner.iter >= loop.max_iters:
+                self._write(runner, f'iter_{runner.iter}.pth', runner.epoch, runner.iter)
+        elif runner.epoch >= loop.max_epochs:
             self._write(runner, f'epoch_{runner.epoch}.pth', runner.epoch, runner.iter)
 
     def after_train_epoch(self, runner) -> None:
@@ -242,11 +260,18 @@ class TimeLimitHook(Hook):
         """Save ``name`` with the training state, make it the resume point and drop the
         in-epoch checkpoints it supersedes; return its path."""
         path = os.path.join(runner.work_dir, name)
+        # by iterations, CheckpointHook may have saved this very file in this iteration
+        periodic = read_last_checkpoint(runner.work_dir) == path
         runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
                                by_epoch=False, backend_args=checkpoint_backend_args(runner))
         if is_main_process():
             point_last_checkpoint(runner.work_dir, path)
-            _remove_iter_checkpoints(runner.work_dir, keep=name)
+            if not by_iterations(runner.train_loop):
+                _remove_iter_checkpoints(runner.work_dir, keep=name)
+            else:  # CheckpointHook's iter_N.pth are its own to keep or drop
+                if self._own and self._own != path and os.path.exists(self._own):
+                    os.remove(self._own)
+                self._own = '' if periodic else path
             self._last, self._saved_at = path, monotonic()
         return path
 

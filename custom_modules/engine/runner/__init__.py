@@ -1,4 +1,5 @@
 from .checkpoint import best_checkpoint, load_best_of
-from .loops import ResumableEpochBasedTrainLoop
+from .loops import ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop
 
-__all__ = ['best_checkpoint', 'load_best_of', 'ResumableEpochBasedTrainLoop']
+__all__ = ['best_checkpoint', 'load_best_of', 'ResumableEpochBasedTrainLoop',
+           'ResumableIterBasedTrainLoop']

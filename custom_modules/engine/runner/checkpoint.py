@@ -23,12 +23,15 @@ def best_checkpoint(work_dirs) -> tuple[str, str]:
                 ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
                 info = ckpt.get('message_hub', {}).get('runtime_info', {})
                 if 'best_score' in info:
-                    found.append((float(info['best_score']), ckpt['meta'].get('epoch', 0), path))
+                    meta = ckpt['meta']  # a run by iterations stays in epoch 0
+                    when = (f'epoch {meta["epoch"]}' if meta.get('epoch') else
+                            f'iteration {meta.get("iter", 0)}')
+                    found.append((float(info['best_score']), meta.get('iter', 0), when, path))
     if not found:
         raise UserError(f'no best_*.pth checkpoint with a validation score in {", ".join(work_dirs)}'
                         ': give the checkpoint to evaluate instead (e.g. the last epoch_N.pth)')
-    score, epoch, path = max(found)
-    return path, (f'best validation score {score:.4f} during training, epoch {epoch}, among '
+    score, _, when, path = max(found)
+    return path, (f'best validation score {score:.4f} during training, {when}, among '
                   f'{len(found)} best_*.pth in {len(work_dirs)} folders; the seed also reported '
                   'its best checkpoint')
 

@@ -1,8 +1,9 @@
-"""A training loop that resumes inside an epoch and replays exactly.
+"""Training loops that resume inside an epoch and replay exactly.
 
 :class:`ResumableEpochBasedTrainLoop` resumes from a checkpoint saved inside an epoch (by
 ``TimeLimitHook``): it skips the batches already trained (indices only, no image is read) and
-restores every rank's RNG.
+restores every rank's RNG. :class:`ResumableIterBasedTrainLoop` does the same for a schedule
+counted in iterations (mmdet's semi-supervised configs), from any of its checkpoints.
 """
 import bisect
 import random
@@ -12,9 +13,9 @@ import torch
 from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.registry import LOOPS
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-from ...datasets.samplers import ResumableBatchSampler
+from ...datasets.samplers import ResumableBatchSampler, hashed_seed
 from ...errors import UserError
 
 RNG_KEY = 'rng_states'  # message hub entry: each rank's RNG state at an in-epoch checkpoint
@@ -27,16 +28,26 @@ OLD_VAL_PENDING_KEY = 'validation_pending'
 # message hub entry: [the iteration counter when the epoch in progress began, its batches]; a
 # resume with another number of batches per epoch (processes, batch size) counts from there
 EPOCH_START_KEY = 'epoch_start'
+# message hub entry of the iteration loop: [the pass over the data in progress, the iteration
+# counter when it began, its batches]
+PASS_KEY = 'data_pass'
 
 
-def validates_after(loop, epoch: int) -> bool:
-    """Whether mmengine's ``EpochBasedTrainLoop.run`` validates once ``epoch`` epochs are done
-    (its val_begin, val_interval, dynamic_intervals and last epoch)."""
-    if (not hasattr(loop, 'max_epochs') or getattr(loop.runner, 'val_loop', None) is None
-            or epoch < loop.val_begin):
-        return False  # an iteration-based loop, or no validation
-    interval = loop.dynamic_intervals[bisect.bisect(loop.dynamic_milestones, epoch + 1) - 1]
-    return epoch % interval == 0 or epoch == loop.max_epochs
+def by_iterations(loop) -> bool:
+    """Whether the training loop counts its schedule in iterations (mmengine's
+    ``IterBasedTrainLoop`` and ours): its whole run is one "epoch" to the hooks."""
+    return isinstance(loop, IterBasedTrainLoop)
+
+
+def validates_after(loop, done: int) -> bool:
+    """Whether the training loop validates once ``done`` epochs (an epoch-based loop) or
+    iterations (an iteration-based one) are done: mmengine's val_begin, val_interval,
+    dynamic_intervals and last epoch or iteration, as its loops decide."""
+    if getattr(loop.runner, 'val_loop', None) is None or done < loop.val_begin:
+        return False
+    last = loop.max_iters if by_iterations(loop) else loop.max_epochs
+    interval = loop.dynamic_intervals[bisect.bisect(loop.dynamic_milestones, done + 1) - 1]
+    return done % interval == 0 or done == last
 
 
 def capture_rng() -> dict:
@@ -112,3 +123,69 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             self.run_iter(idx, data_batch)
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
+
+
+@LOOPS.register_module()
+class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
+    """mmengine's iteration loop, resumable from any of its checkpoints with exact replay.
+
+    The data come in passes over the (finite) sampler: pass ``p`` is the sampler's epoch ``p``,
+    so the batches of iteration ``i`` follow from ``i`` alone. A resume starts the pass it falls
+    in after the batches already trained (indices only, no image is read). Each iteration
+    reseeds Python, NumPy and torch
+    from (seed, iteration, rank): what the model draws (RoI sampling, box jitter) depends on no
+    earlier iteration, so a periodic checkpoint, which holds no RNG state, resumes as exactly
+    as a time-limit stop, and a validation leaves no trace in what follows. Needs
+    :class:`ResumableBatchSampler` as the batch sampler; another number of batches per pass
+    (processes, batch size) is accepted only where a pass ends.
+    """
+
+    def run(self):
+        self.runner.call_hook('before_train')
+        self.runner.call_hook('before_train_epoch')  # the whole run is one epoch to the hooks
+        if not isinstance(self.dataloader.batch_sampler, ResumableBatchSampler):
+            raise RuntimeError("ResumableIterBasedTrainLoop needs train_dataloader.batch_sampler "
+                               "of type 'ResumableBatchSampler'")
+        while self._iter < self._max_iters and not self.stop_training:
+            self._run_pass()
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def _run_pass(self) -> None:
+        batches = len(self.dataloader)
+        hub = self.runner.message_hub
+        number, start, saved = hub.get_info(PASS_KEY) or (0, 0, batches)
+        done = self._iter - start
+        if done == saved:  # that pass ended: the next one starts
+            number, start, done = number + 1, self._iter, 0
+        if done and saved != batches:
+            raise UserError(
+                f'the checkpoint was saved at iteration {self._iter}, after {done} of the '
+                f'{saved} batches of a pass over the data, but this run has {batches} batches per '
+                'pass (another number of processes, batch size or dataset): those batches cannot '
+                'be told apart. Resume with the settings that wrote it, or from a checkpoint '
+                'saved where a pass ended.')
+        hub.update_info(PASS_KEY, [number, start, batches])
+        sampler = self.dataloader.batch_sampler.sampler
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(number)
+        if done:
+            self.dataloader.batch_sampler.skip_next(done)
+            print_log(f'continuing pass {number + 1} over the data at iteration {self._iter}, '
+                      f'after its first {done} of {batches} batches', logger='current')
+        for data_batch in self.dataloader:
+            self._reseed()
+            self.runner.model.train()
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
+            if validates_after(self, self._iter):
+                self.runner.val_loop.run()
+            if self._iter >= self._max_iters or self.stop_training:
+                break
+
+    def _reseed(self) -> None:
+        seed = hashed_seed(int(self.runner.seed or 0), 'iteration', self._iter, get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # all devices
