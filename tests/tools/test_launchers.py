@@ -196,7 +196,7 @@ def test_labeled_without_validation(rig, data):
     labeled = rig['tmp'] / 'only-training'
     shutil.copytree(os.path.join(data['labeled'], 'training'), labeled / 'training')
     r = run(rig, [SUBMIT], LABELED=str(labeled), UNLABELED=data['unlabeled'])
-    assert_refused(rig, r, 'validation/')
+    assert_refused(rig, r, f'{labeled}/validation: folder does not exist')
 
 
 def test_labeled_with_a_broken_label_file(rig, data):
@@ -246,7 +246,29 @@ def test_a_chain_job_held_after_repeated_requeues_is_named_with_its_release(rig,
 def test_coco_labeled_folder_without_a_split_file(rig, data, coco_labeled):
     (coco_labeled / 'annotations' / 'instances_validation.json').unlink()
     r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'])
-    assert_refused(rig, r, f'LABELED={coco_labeled}', 'annotations/instances_validation.json')
+    assert_refused(rig, r, f'LABELED={coco_labeled}', 'annotations/instances_validation.json',
+                   'DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME')
+
+
+def test_the_split_names_det_args_give_are_the_ones_checked(rig, data, coco_labeled):
+    """COCO splits named as COCO names them: checked under the names the jobs will read."""
+    for old, new in (('training', 'train2017'), ('validation', 'val2017')):
+        (coco_labeled / old).rename(coco_labeled / new)
+        (coco_labeled / 'annotations' / f'instances_{old}.json').rename(
+            coco_labeled / 'annotations' / f'instances_{new}.json')
+    det_args = ('--cfg-options train_dataloader.dataset.split=train2017 '
+                'val_dataloader.dataset.split=val2017')
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'])
+    assert_refused(rig, r, 'annotations/instances_training.json')
+    val = coco_labeled / 'annotations' / 'instances_val2017.json'
+    val.rename(val.with_suffix('.moved'))
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
+            DET_ARGS=det_args)
+    assert_refused(rig, r, 'annotations/instances_val2017.json')
+    val.with_suffix('.moved').rename(val)
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, DET_ARGS=det_args)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_coco_labeled_folder_with_a_bad_entry(rig, data, coco_labeled):

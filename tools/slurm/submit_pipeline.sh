@@ -51,8 +51,10 @@ die() { echo "error: $*" >&2; exit 2; }
 # --- checks: a job that fails hours later in the queue costs far more than these seconds
 LABELED=${LABELED:-}
 [[ -n $LABELED ]] || die "set LABELED to the labeled dataset root (the folder with training/ and validation/, or a COCO-format one with annotations/)"
-# a path through a squashfs image (unlabeled_224.sqsh, labeled.sqsh/...) is read as it is: the
-# image and the layout inside it are checked by check_dataset.py --quick below
+# a path through a squashfs image (unlabeled_224.sqsh, labeled.sqsh/...) is read as it is; what
+# the data are (course layout or COCO, in a folder or an image) is checked by check_dataset.py
+# --quick below, on the splits the fine-tuning jobs read: the configs' training and validation,
+# or the names DET_ARGS gives them (--cfg-options train_dataloader.dataset.split=NAME ...)
 in_image() {
     local p=$1
     while [[ $p == */* && ! -e $p ]]; do p=${p%/*}; done
@@ -60,32 +62,14 @@ in_image() {
 }
 if ! in_image "$LABELED"; then
     [[ -d $LABELED ]] || die "LABELED=$LABELED is not a folder: set LABELED to the labeled dataset root (with training/ and validation/)"
-    # the splits the fine-tuning jobs read: the configs' training and validation, or the names
-    # DET_ARGS gives them (--cfg-options train_dataloader.dataset.split=NAME ...)
-    coco_splits=()
-    for loader in train:training val:validation; do
-        split=${loader#*:} loader=${loader%:*}
-        [[ " ${DET_ARGS:-} " =~ [[:space:]]${loader}_dataloader\.dataset\.split=([^[:space:]]+) ]] &&
-            split=${BASH_REMATCH[1]}
-        coco_splits+=("$split")
-    done
-    for split in "${coco_splits[@]}"; do
-        if [[ -d $LABELED/annotations ]]; then  # COCO-format data, as train.py --data-root reads it
-            have=$(cd "$LABELED/annotations" && ls -d instances_*.json 2>/dev/null | paste -sd ' ' -)
-            [[ -f $LABELED/annotations/instances_$split.json ]] || die "LABELED=$LABELED has no" \
-                "annotations/instances_$split.json (it has: ${have:-none}): the jobs read" \
-                "annotations/instances_<split>.json with the images in LABELED/<split>/, the splits" \
-                "${coco_splits[*]}; for other split names add DET_ARGS=\"--cfg-options" \
-                "train_dataloader.dataset.split=NAME val_dataloader.dataset.split=NAME\"" \
-                "TEST_ARGS=\"--split NAME\""
-            continue
-        fi
-        for sub in images labels; do
-            [[ -d $LABELED/$split/$sub ]] || die "LABELED=$LABELED has no $split/$sub/ folder: expected" \
-                "LABELED/{training,validation}/images/<id>.JPEG and .../labels/<id>.yml"
-        done
-    done
 fi
+det_splits=()
+for loader in train:training val:validation; do
+    split=${loader#*:} loader=${loader%:*}
+    [[ " ${DET_ARGS:-} " =~ [[:space:]]${loader}_dataloader\.dataset\.split=([^[:space:]]+) ]] &&
+        split=${BASH_REMATCH[1]}
+    det_splits+=(--split "$split")
+done
 if [[ -n ${MOCO:-} && -n ${SEMI:-} && -z ${UNLABELED:-} ]]; then
     die "SEMI=1 trains on the unlabeled images too: set UNLABELED to their folder or .sqsh image"
 fi
@@ -132,7 +116,7 @@ sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does
 runpy.run_path(sys.argv[0], run_name="__main__")'
 if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
-        --split training --split validation 2>&1); then
+        "${det_splits[@]}" 2>&1); then
     if ! grep -qx 'imports ok' <<<"$out"; then
         why=$(tail -n 1 <<<"$out")
         die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
@@ -140,6 +124,10 @@ if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
     fi
     why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
     [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
+    if [[ $why == *'/annotations/instances_'* ]]; then  # a COCO split the jobs would read
+        why+='; for other split names add DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME'
+        why+=' val_dataloader.dataset.split=NAME" TEST_ARGS="--split NAME"'
+    fi
     die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)"
 fi
 if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]] && in_image "$UNLABELED" &&
