@@ -1,7 +1,8 @@
 # CPU demo scale of the SSL fine-tuning recipe, on the budget of the seed recipe's demo
 # (faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py: 4 epochs of the generated
 # training set, the same image sizes, proposals and sampled RoIs), for tools/compare_recipes.py.
-_base_ = './faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py'
+_base_ = ['./faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py',
+          '../_base_/synthetic_demo.py']  # what the demos share (demo_* names)
 
 data_root = 'data/synthetic/labeled'
 batch_size = 8
@@ -14,36 +15,22 @@ img_scale = (256, 192)  # the seed demo's test size; training samples shorter si
 train_scales = [(256, 154), (256, 192)]
 num_workers = 2
 
-model = dict(
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=600, max_per_img=300),
-        rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+model = _base_.demo_proposals  # the seed demo's proposal and RoI counts
 
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
-        _base_.load_image,
-        dict(type='LoadAnnotations', with_bbox=True),
+# the recipe's pipelines at the demo's scales
+train_dataloader = dict(batch_size=batch_size, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
+        *_base_.train_pipeline[:2],
         dict(type='RandomResize', scale=train_scales, keep_ratio=True),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PackDetInputs'),
-    ]))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
+        *_base_.train_pipeline[3:]]))
+test_dataloader = dict(batch_size=4, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
         _base_.load_image,
         dict(type='Resize', scale=img_scale, keep_ratio=True),
-        dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                              'scale_factor', 'instances')),
-    ]))
-test_dataloader = val_dataloader
+        *_base_.test_pipeline[-2:]]))
 
 # as the seed demo: a backbone from a 2-minute pretraining gives large activations at first
-optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=35, norm_type=2))
+optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=_base_.demo_clip_grad)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=lr_steps,
@@ -57,4 +44,3 @@ custom_hooks = [*_base_.custom_hooks[:-1],
                 dict(type='PreciseBNHook', num_iters=precise_bn_iters)]
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))
-randomness = dict(seed=0)

@@ -1,7 +1,8 @@
 # CPU demo scale of the Soft Teacher stage: the seed detector's demo (faster_rcnn/..._1xb4-demo-
 # 4e_synthetic.py: small images, fewer proposals) continued on the generated labeled and
 # unlabeled images, 1 labeled : 4 unlabeled per batch as the real stage.
-_base_ = './soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_2xb5-12e_labeled-unlabeled.py'
+_base_ = ['./soft-teacher_faster-rcnn_r50-mocov2-pre_fpn_2xb5-12e_labeled-unlabeled.py',
+          '../_base_/synthetic_demo.py']  # what the demos share (demo_* names)
 
 data_root = 'data/synthetic/labeled'
 unlabeled_root = 'data/synthetic/unlabeled'
@@ -13,12 +14,7 @@ warmup_iters = 10
 train_scales = [(256, 160), (256, 224)]
 num_workers = 2
 
-model = dict(
-    detector=dict(
-        train_cfg=dict(
-            rpn_proposal=dict(nms_pre=600, max_per_img=300),
-            rcnn=dict(sampler=dict(num=64))),
-        test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300))))
+model = dict(detector=_base_.demo_proposals)  # the detector demo's proposal and RoI counts
 load_from = start_from
 
 _scaled = dict(type='RandomResize', scale=train_scales, keep_ratio=True)
@@ -33,14 +29,12 @@ unlabeled_dataset.pipeline = [*_base_.unsup_pipeline[:2], dict(
     unsup_student=[_scaled, *_base_.strong_pipeline[1:]])]
 train_dataloader = dict(num_workers=num_workers,
                         dataset=dict(datasets=[labeled_dataset, unlabeled_dataset]))
-test_dataloader = dict(
-    batch_size=4,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
+test_dataloader = dict(batch_size=4, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
         _base_.load_image,
         dict(type='Resize', scale=(256, 192), keep_ratio=True),  # the detector demo's scale
-        *_base_.test_pipeline[2:]]))
-optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=35, norm_type=2))
+        *_base_.test_pipeline[-2:]]))
+optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=_base_.demo_clip_grad)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[max_epochs],

@@ -2,7 +2,8 @@
 # synthetic96.py: the whole-model recipe (layer decay 0.7, colour jitter, square resize, simple
 # feature pyramid) with a ViT-Tiny on the generated dataset, in the budget of the R50 demo
 # (configs/faster_rcnn/*_1xb4-demo-4e_synthetic.py: 4 epochs of batch 4, the same proposal counts).
-_base_ = './faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py'
+_base_ = ['./faster-rcnn_vit-b-mae-pre_sfp_1xb2-layerdecay-20e_labeled512.py',
+          '../_base_/synthetic_demo.py']  # what the demos share (demo_* names)
 
 data_root = 'data/synthetic/labeled'
 batch_size = 4
@@ -21,33 +22,19 @@ model = dict(
         dict(type='FPN', in_channels=[embed_dims] * 4, out_channels=256, num_outs=5,
              norm_cfg=dict(type='mmpretrain.LN2d', eps=1e-6)),
     ],
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=600, max_per_img=300),
-        rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+    **_base_.demo_proposals)  # the R50 demo's proposal and RoI counts
 
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
-        _base_.load_image,
-        dict(type='LoadAnnotations', with_bbox=True),
-        _base_.color_jitter,
+# the recipe's pipelines at the demo's size
+train_dataloader = dict(batch_size=batch_size, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
+        *_base_.train_pipeline[:3],
         dict(type='Resize', scale=(img_size, img_size), keep_ratio=False),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PackDetInputs'),
-    ]))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
+        *_base_.train_pipeline[4:]]))
+test_dataloader = dict(batch_size=4, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
         _base_.load_image,
         dict(type='Resize', scale=(img_size, img_size), keep_ratio=False),
-        dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                              'scale_factor', 'instances')),
-    ]))
-test_dataloader = val_dataloader
+        *_base_.test_pipeline[-2:]]))
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
@@ -60,4 +47,3 @@ val_dataloader = val_evaluator = val_cfg = None
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))
-randomness = dict(seed=0)

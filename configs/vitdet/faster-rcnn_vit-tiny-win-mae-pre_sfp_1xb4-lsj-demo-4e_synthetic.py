@@ -5,7 +5,8 @@
 # windowed attention with relative positions (blocks 2, 5, 8, 11 global), drop path on both
 # branches, its simple pyramid, 2-conv RPN, 4conv1fc LayerNorm head, large-scale jitter, weight
 # decay 0.1, warm-up from 0.001.
-_base_ = './faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_labeled1024.py'
+_base_ = ['./faster-rcnn_vit-b-win-mae-pre_sfp_1xb2-lsj-80e_labeled1024.py',
+          '../_base_/synthetic_demo.py']  # what the demos share (demo_* names)
 
 data_root = 'data/synthetic/labeled'
 batch_size = 4
@@ -27,10 +28,7 @@ model = dict(
         img_size=img_size,
         window_size=window_size),
     neck=dict(in_channels=embed_dims),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=600, max_per_img=300),
-        rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=300)))
+    **_base_.demo_proposals)  # the peer demo's proposal and RoI counts
 
 pad = dict(type='Pad', size=(img_size, img_size), pad_val=dict(img=(104, 116, 124)))
 train_dataloader = dict(
@@ -48,18 +46,12 @@ train_dataloader = dict(
         pad,
         dict(type='PackDetInputs'),
     ]))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=num_workers,
-    dataset=dict(data_root=data_root, pipeline=[
+test_dataloader = dict(batch_size=4, num_workers=num_workers, dataset=dict(
+    data_root=data_root, pipeline=[
         _base_.load_image,
         dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
         pad,
-        dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                              'scale_factor', 'instances')),
-    ]))
-test_dataloader = val_dataloader
+        *_base_.test_pipeline[-2:]]))
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
@@ -72,4 +64,3 @@ val_dataloader = val_evaluator = val_cfg = None
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, save_best=None))
-randomness = dict(seed=0)
