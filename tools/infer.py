@@ -59,6 +59,9 @@ def parse_args(argv=None):
                    'trained for: its class names, checked against the checkpoint')
     p.add_argument('--coco', nargs=2, metavar=('ANN_FILE', 'IMAGES'),
                    help='the same for a COCO annotation file and its image folder')
+    p.add_argument('--predict-on', choices=('teacher', 'student'),
+                   help='semi-supervised configs (configs/soft_teacher): the model that predicts '
+                   "(default: the config's, the teacher)")
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     p.add_argument('--verbose', action='store_true', help='show third-party warnings too')
     return p.parse_args(argv)
@@ -138,21 +141,26 @@ def find_images(inputs, num=None) -> list:
     return found
 
 
-def load_detector(cfg: Config, checkpoint: str, device: str, data_given: bool = False):
+def load_detector(cfg: Config, checkpoint: str, device: str, data_given: bool = False,
+                  predict_on: str | None = None):
     """The config's detector with every weight from ``checkpoint`` (a UserError when they do not
     fit each other), named with the classes the checkpoint was trained on; with ``data_given``
     (--data-root / --coco), or for a checkpoint that does not record them, the classes of the
-    config's test dataset, which the checkpoint must have been trained on."""
+    config's test dataset, which the checkpoint must have been trained on. A semi-supervised
+    config's teacher predicts, or ``predict_on``; the line saying which is printed."""
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
     from toolkit.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
-                                     checkpoint_classes, load_state_dict_file)
+                                     checkpoint_classes, choose_semi_model, load_state_dict_file)
     from toolkit.config_edits import (data_name, dataset_classes, drop_backbone_init,
                                       set_num_classes)
     from custom_modules.datasets.classes import palette
     from custom_modules.errors import UserError
-    check_detector_checkpoint(checkpoint)
+    model_line = choose_semi_model(cfg, cfg.filename, checkpoint,
+                                   check_detector_checkpoint(checkpoint), predict_on)
+    if model_line:
+        print(model_line, flush=True)
     classes = checkpoint_classes(checkpoint)
     if data_given or classes is None:
         classes = dataset_classes(cfg)
@@ -218,7 +226,8 @@ def main(argv=None):
     if args.coco:
         set_coco_files(cfg, 'test_dataloader', *args.coco)
     setup_coco(cfg, names=('test_dataloader', ), check_files=False)
-    model = load_detector(cfg, args.checkpoint, device, bool(args.data_root or args.coco))
+    model = load_detector(cfg, args.checkpoint, device, bool(args.data_root or args.coco),
+                          args.predict_on)
     composed = Compose(cfg.test_dataloader.dataset.pipeline)
     # an image of a COCO set given by --data-root / --coco is read in the frame its dataset
     # reads it (EXIF orientation applied or not, per image); others as the loader's color_type

@@ -69,8 +69,8 @@ def parse_args(argv=None):
 
 def build_cfg(args) -> Config:
     from custom_modules.engine.runner.checkpoint import best_checkpoint
-    from custom_modules.errors import UserError
-    from toolkit.checkpoints import check_checkpoint_classes, check_detector_checkpoint
+    from toolkit.checkpoints import (check_checkpoint_classes, check_detector_checkpoint,
+                                     choose_semi_model)
     from toolkit.config_edits import (data_name, dataset_classes, default_work_dir, set_coco_files,
                                       set_data_root, setup_coco)
     from custom_modules.datasets.classes import LABELED_CLASSES
@@ -101,19 +101,7 @@ def build_cfg(args) -> Config:
         cfg.test_evaluator.classwise = True
     if args.amp:
         cfg.test_cfg.fp16 = True
-    semi = cfg.model.get('semi_test_cfg')
-    if args.predict_on and semi is None:
-        raise UserError(f'{args.config} is not semi-supervised: it has one model, no teacher or '
-                        'student; leave --predict-on out')
-    if semi is not None:
-        semi.predict_on = args.predict_on or semi.get('predict_on', 'teacher')
-        args.model_line = f'model: the {semi.predict_on}' + (
-            ' (the exponential moving average of the student, which Soft Teacher reports; '
-            '--predict-on student for the other)' if semi.predict_on == 'teacher' else
-            ' (the model trained by gradient steps; the default is the teacher)')
-    elif kind == 'mmdet-semi':
-        raise UserError(f'{args.checkpoint} holds a teacher and a student detector (a '
-                        'semi-supervised run): evaluate it with its configs/soft_teacher config')
+    args.model_line = choose_semi_model(cfg, args.config, args.checkpoint, kind, args.predict_on)
     # weights come from the checkpoint: do not demand the backbone's pretraining file
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None
@@ -160,7 +148,7 @@ def main(argv=None):
     runner = QuietRunner.from_cfg(cfg)
     metrics = runner.test()
     print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
-          + (f'\n{args.model_line}' if getattr(args, 'model_line', None) else '')
+          + (f'\n{args.model_line}' if args.model_line else '')
           + f'\ndataset: {data_name(cfg)}\nlogs: {runner.log_dir}'
           + (f'\npredictions: {args.out}' if args.out else '')
           + (f'\npictures: {osp.abspath(args.show_dir)}' if args.show_dir else ''))

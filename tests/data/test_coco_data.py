@@ -28,7 +28,8 @@ AP_LINES = re.compile(r'^ Average (?:Precision|Recall) .*$', re.M)
 THREE = {7: 'kettle', 42: 'drone', 1000: 'cactus'}  # not the course's classes, nor its ids
 NAMES = ('cactus', 'kettle', 'drone')  # the file's category order
 DET_CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', 'faster_rcnn', '*.py'))
-                     + glob.glob(os.path.join(REPO, 'configs', 'vitdet', '*.py')))
+                     + glob.glob(os.path.join(REPO, 'configs', 'vitdet', '*.py'))
+                     + glob.glob(os.path.join(REPO, 'configs', 'soft_teacher', '*.py')))
 STEP = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py')
 
 
@@ -218,17 +219,19 @@ def renamed(three_classes, module_tmp):
 
 
 def built_datasets(cfg):
-    """Every dataset the config trains and validates on, built as the runner builds them."""
+    """Every labeled dataset the config trains and validates on, built as the runner builds
+    them (of a semi-supervised config's labeled + unlabeled concatenation, the labeled part)."""
     import custom_modules  # noqa: F401  (the datasets' registration, as custom_imports does)
     from mmdet.registry import DATASETS
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        return {name: DATASETS.build(cfg[name].dataset)
-                for name in ('train_dataloader', 'val_dataloader') if cfg.get(name)}
+        built = {name: DATASETS.build(cfg[name].dataset)
+                 for name in ('train_dataloader', 'val_dataloader') if cfg.get(name)}
+    return {name: ds.datasets[0] if hasattr(ds, 'datasets') else ds for name, ds in built.items()}
 
 
 def bbox_heads(cfg):
-    heads = cfg.model.roi_head.bbox_head
+    heads = cfg.model.get('detector', cfg.model).roi_head.bbox_head
     return heads if isinstance(heads, (list, tuple)) else [heads]
 
 
@@ -238,8 +241,9 @@ def test_every_detection_config_takes_coco_data_unedited(path, three_classes, tm
     detector with 3 classes, every image kept (check_dataset.py says the configs keep images
     without annotations as negatives). Nothing is trained or loaded."""
     from train import build_cfg, parse_args
+    unlabeled = ['--unlabeled', os.path.join(three_classes, 'training')] if 'soft' in path else []
     cfg, _ = build_cfg(parse_args([path, '--data-root', three_classes, '--check-inputs-only',
-                                   '--work-dir', str(tmp_path)]))
+                                   '--work-dir', str(tmp_path), *unlabeled]))
     assert [h.num_classes for h in bbox_heads(cfg)] == [3] * len(bbox_heads(cfg))
     datasets = built_datasets(cfg)
     assert 'val_dataloader' in datasets or 'demo' in path or 'labeled-val' in path

@@ -1,6 +1,8 @@
 """The semi-supervised stage (configs/soft_teacher): its numbers pinned, its sampler's batches, the
 unlabeled set read as pretraining reads it, and the demo config trained through tools/train.py,
-stopped by the time-limit signal and resumed: teacher and student end as an uninterrupted run's."""
+stopped by the time-limit signal and resumed: teacher and student end as an uninterrupted run's;
+tools/test.py and tools/infer.py with its checkpoint."""
+import json
 import os
 
 import pytest
@@ -233,10 +235,43 @@ def test_demo_stops_resumes_and_replays_teacher_and_student(synthetic_root, demo
                                                    predict_on == 'student' else [])])
         out = capfd.readouterr().out
         assert out.count(' Average ') == 12 and f'model: the {predict_on} (' in out, out[-2000:]
+    detector_demo = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_'
+                                 '1xb4-demo-4e_synthetic.py')
     with pytest.raises(UserError, match='holds a teacher and a student detector'):
-        test_tool.main([os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_'
-                                     '1xb4-demo-4e_synthetic.py'), checkpoint, '--data-root',
-                        labeled])
+        test_tool.main([detector_demo, checkpoint, '--data-root', labeled])
+    _infer_predicts_with_the_chosen_model(checkpoint, detector_demo, labeled, tmp_path, capfd)
+
+
+def _infer_predicts_with_the_chosen_model(checkpoint, detector_demo, labeled, tmp_path, capfd):
+    """tools/infer.py with the semi-supervised config draws the teacher's detections (or the
+    student's with --predict-on student), and says which: each equal to the plain detector
+    config's on a file holding that model's weights alone; the plain config refuses the
+    teacher+student file."""
+    import infer as infer_tool
+    images = os.path.join(labeled, 'validation', 'images')
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    for model in ('teacher', 'student'):
+        alone = tmp_path / f'{model}_alone.pth'
+        torch.save(dict(meta=ckpt['meta'], state_dict={
+            k[len(model) + 1:]: v for k, v in ckpt['state_dict'].items()
+            if k.startswith(model + '.')}), alone)
+        outputs = {}
+        # every box kept (the untrained demo detector scores low): many to compare
+        for config, weights, extra in (
+                (SEMI_DEMO, checkpoint, ['--predict-on', model, '--cfg-options',
+                                         'model.detector.test_cfg.rcnn.score_thr=0']),
+                (detector_demo, str(alone), ['--cfg-options', 'model.test_cfg.rcnn.score_thr=0'])):
+            out_dir = tmp_path / 'infer' / f'{model}-{os.path.basename(weights)}'
+            infer_tool.main([config, weights, images, '--num', '2', '--device', 'cpu',
+                             '--score-thr', '0.0', '--out-dir', str(out_dir), *extra])
+            outputs[config] = {n: json.loads((out_dir / n).read_text())['detections']
+                               for n in sorted(os.listdir(out_dir)) if n.endswith('.json')}
+        assert f'model: the {model} (' in capfd.readouterr().out
+        assert len(outputs[SEMI_DEMO]) == 2 and outputs[SEMI_DEMO] == outputs[detector_demo]
+        assert any(outputs[SEMI_DEMO].values()), 'no detection to compare'
+    with pytest.raises(UserError, match='holds a teacher and a student detector'):
+        infer_tool.main([detector_demo, checkpoint, images, '--num', '1', '--device', 'cpu',
+                         '--out-dir', str(tmp_path / 'refused')])
 
 
 @pytest.mark.slow

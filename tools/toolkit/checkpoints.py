@@ -169,6 +169,28 @@ def check_detector_checkpoint(path: str) -> str:
                     'epoch_37.pth); backbone checkpoints are for --pretrained when training.')
 
 
+def choose_semi_model(cfg, config: str, checkpoint: str, kind: str,
+                      predict_on: str | None) -> str | None:
+    """Which of a semi-supervised config's two detectors predicts (``predict_on``: 'teacher',
+    'student' or None for the config's, the teacher), set in ``cfg``; return the line that says
+    so, or None for a config with one detector. A UserError for --predict-on with a plain config,
+    or a teacher+student checkpoint (``kind`` 'mmdet-semi') with one."""
+    semi = cfg.model.get('semi_test_cfg')
+    if predict_on and semi is None:
+        raise UserError(f'{config} is not semi-supervised: it has one model, no teacher or '
+                        'student; leave --predict-on out')
+    if semi is None:
+        if kind == 'mmdet-semi':
+            raise UserError(f'{checkpoint} holds a teacher and a student detector (a '
+                            'semi-supervised run): use it with its configs/soft_teacher config')
+        return None
+    semi.predict_on = predict_on or semi.get('predict_on', 'teacher')
+    return f'model: the {semi.predict_on}' + (
+        ' (the exponential moving average of the student, which Soft Teacher reports; '
+        '--predict-on student for the other)' if semi.predict_on == 'teacher' else
+        ' (the model trained by gradient steps; the default is the teacher)')
+
+
 def checkpoint_classes(path: str) -> tuple | None:
     """The class names a detector checkpoint was trained on (the training dataset's metainfo,
     which mmengine saves in its meta), or None for a file without them (e.g. a converted one)."""

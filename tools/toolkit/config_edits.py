@@ -186,7 +186,8 @@ def setup_coco(cfg: Config, names=('train_dataloader', 'val_dataloader', 'test_d
 
 
 def set_num_classes(cfg: Config, n: int) -> None:
-    heads = cfg.model.roi_head.bbox_head
+    # a semi-supervised model (configs/soft_teacher) wraps the detector its teacher and student copy
+    heads = cfg.model.get('detector', cfg.model).roi_head.bbox_head
     for head in heads if isinstance(heads, (list, tuple)) else [heads]:
         head['num_classes'] = n
 
