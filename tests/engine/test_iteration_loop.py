@@ -145,6 +145,9 @@ def test_a_stop_and_a_periodic_checkpoint_both_resume_exactly(tmp_path, no_slurm
     assert resumed.batches == {i: whole.batches[i] for i in (5, 6)}
     assert all(torch.equal(expected[k], v) for k, v in _weights(runner).items())
     assert _finished(work, 7)
+    # the stop's file went once CheckpointHook saved past it; CheckpointHook keeps its own
+    assert resumed.files[0] == ['iter_2.pth', 'iter_4.pth', 'iter_6.pth']
+    assert resumed.files[-1] == ['iter_4.pth', 'iter_6.pth', 'iter_7.pth']
 
     from_periodic = _Record()
     runner = iter_runner(tmp_path / 'from_periodic', from_periodic, resume=True,
@@ -153,6 +156,7 @@ def test_a_stop_and_a_periodic_checkpoint_both_resume_exactly(tmp_path, no_slurm
     assert from_periodic.batches == {i: whole.batches[i] for i in range(4, 7)}
     different = [k for k, v in _weights(runner).items() if not torch.equal(expected[k], v)]
     assert not different, f'resumed from iter_4.pth: {different} differ'
+    assert (tmp_path / 'whole' / 'iter_4.pth').exists(), 'another folder\'s file removed'
 
 
 def test_timed_saves_replace_each_other_and_leave_the_periodic_ones(tmp_path, no_slurm):

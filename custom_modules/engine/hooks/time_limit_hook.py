@@ -7,6 +7,7 @@ requeue. It also saves ``iter_N.pth`` every ``save_every_minutes`` inside an epo
 that send no signal (``kill -9``, a node that dies). Epoch- and iteration-based loops alike.
 """
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from time import monotonic
 import torch
 import torch.distributed as dist
 from mmengine.dist import all_gather_object, barrier, is_distributed, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
@@ -124,7 +125,7 @@ class TimeLimitHook(Hook):
         self.save_every = 60 * save_every_minutes if save_every_minutes else None
         self._saved_at = 0.0  # rank 0's clock at the last checkpoint
         self._last = ''  # the last checkpoint seen (``last_checkpoint``)
-        self._own = ''  # by iterations: the last iter_N.pth only this hook wrote
+        self._own = ''  # by iterations: the resume point of this hook's that CheckpointHook lacks
 
     def before_train(self, runner) -> None:
         # tools/train.py's handler from its first line notes a signal that came while it started
@@ -138,6 +139,12 @@ class TimeLimitHook(Hook):
         self._trained = False
         self._saved_at = monotonic()  # the run starts from its last checkpoint (or nothing)
         self._last = read_last_checkpoint(runner.work_dir)
+        # by iterations, the stop's or timed save's file a restart resumes from is this hook's
+        # to drop once CheckpointHook has saved past it
+        self._own = (self._last if by_iterations(runner.train_loop) and self._last
+                     and os.path.dirname(os.path.abspath(self._last))
+                     == os.path.abspath(runner.work_dir)
+                     and not _checkpoint_hook_saves(runner, self._last) else '')
         old = getattr(runner.message_hub, 'runtime_info', {}).pop(OLD_VAL_PENDING_KEY, None)
         if old is not None:
             runner.message_hub.update_info(VAL_PENDING_KEY, old)
@@ -195,6 +202,10 @@ class TimeLimitHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._trained = True
+        if (self._own and is_main_process()
+                and read_last_checkpoint(runner.work_dir) != self._own):  # CheckpointHook saved
+            _remove(self._own)
+            self._own = ''
         # after an epoch's last batch, stop in the next before_train_epoch instead: the epoch's
         # scheduler step, checkpoint and validation come first
         if by_iterations(runner.train_loop) or batch_idx + 1 < len(runner.train_dataloader):
@@ -260,8 +271,6 @@ class TimeLimitHook(Hook):
         """Save ``name`` with the training state, make it the resume point and drop the
         in-epoch checkpoints it supersedes; return its path."""
         path = os.path.join(runner.work_dir, name)
-        # by iterations, CheckpointHook may have saved this very file in this iteration
-        periodic = read_last_checkpoint(runner.work_dir) == path
         runner.save_checkpoint(runner.work_dir, name, meta=dict(epoch=epoch, iter=iter_),
                                by_epoch=False, backend_args=checkpoint_backend_args(runner))
         if is_main_process():
@@ -269,9 +278,9 @@ class TimeLimitHook(Hook):
             if not by_iterations(runner.train_loop):
                 _remove_iter_checkpoints(runner.work_dir, keep=name)
             else:  # CheckpointHook's iter_N.pth are its own to keep or drop
-                if self._own and self._own != path and os.path.exists(self._own):
-                    os.remove(self._own)
-                self._own = '' if periodic else path
+                if self._own != path:
+                    _remove(self._own)
+                self._own = '' if _checkpoint_hook_saves(runner, path) else path
             self._last, self._saved_at = path, monotonic()
         return path
 
@@ -297,6 +306,22 @@ def _gradients_pending(runner) -> bool:
     wrapper = runner.optim_wrapper
     wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]
     return not all(w.should_update() for w in wrappers)
+
+
+def _remove(path: str) -> None:
+    if path and os.path.exists(path):
+        os.remove(path)
+
+
+def _checkpoint_hook_saves(runner, path: str) -> bool:
+    """Whether CheckpointHook (by iterations) writes ``path``, an ``iter_N.pth``, itself: at its
+    interval or the last iteration. Those are its to keep or drop (``max_keep_ckpts``)."""
+    found = re.fullmatch(r'iter_(\d+)\.pth', os.path.basename(path))
+    hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+    if not found or hook is None:
+        return False
+    n = int(found.group(1))
+    return (hook.interval > 0 and n % hook.interval == 0) or n >= runner.train_loop.max_iters
 
 
 def _remove_iter_checkpoints(work_dir: str, keep: str = '') -> None:
