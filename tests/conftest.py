@@ -68,16 +68,34 @@ def cache_dir(tmp_path):
     return str(tmp_path / 'index-cache')
 
 
+def _visualizers_dropped():
+    """Each Visualizer class keeps its own dict (mmdet's DetLocalVisualizer too): every class's
+    new entries go."""
+    from mmengine.visualization import Visualizer
+
+    def classes(cls=Visualizer):
+        return [cls] + [c for sub in cls.__subclasses__() for c in classes(sub)]
+    before = {cls: set(cls._instance_dict) for cls in classes()}
+    yield
+    for cls in classes():
+        for name in set(cls._instance_dict) - before.get(cls, set()):
+            del cls._instance_dict[name]
+
+
 @pytest.fixture(autouse=True)
 def _no_visualizer_left_behind():
     """mmengine hands hooks the newest Visualizer of a process-wide dict, and a runner reuses an
     existing name without making it the newest: a visualizer left by an earlier in-process runner
     would receive another test's detections."""
-    from mmengine.visualization import Visualizer
-    before = set(Visualizer._instance_dict)
-    yield
-    for name in set(Visualizer._instance_dict) - before:
-        del Visualizer._instance_dict[name]
+    yield from _visualizers_dropped()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _no_module_visualizer_left_behind():
+    """The same for a module fixture's runner, which runs before any test's own fixtures: its
+    visualizer (mmdet's configs name it 'visualizer') would be the one every later runner of the
+    worker gets, writing into the module's folder after it was removed."""
+    yield from _visualizers_dropped()
 
 
 @pytest.fixture(scope='module')

@@ -418,10 +418,15 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     if args.coco or source.kind == 'coco':
+        splits = [] if args.coco else args.split or source.splits
+        missing = [s for s in splits if s not in source.coco_splits]
+        for split in missing:  # a split asked for by name: say which the folder has
+            print(f'ERROR: {source.ann_file(split)}: no such file (annotations/ has: '
+                  + ' '.join(f'instances_{s}.json' for s in source.coco_splits) + ')')
         pairs = [args.coco] if args.coco else [
-            (source.ann_file(s), source.split_folder(s)) for s in args.split or source.splits]
-        n_errors = sum(check_coco(ann, img_dir, args.decode, args.workers, args.quick)
-                       for ann, img_dir in pairs)
+            (source.ann_file(s), source.split_folder(s)) for s in splits if s not in missing]
+        n_errors = len(missing) + sum(check_coco(ann, img_dir, args.decode, args.workers,
+                                                 args.quick) for ann, img_dir in pairs)
         print(f'{"OK" if not n_errors else f"FAILED: {n_errors} errors"}')
         return 1 if n_errors else 0
     root = source.root

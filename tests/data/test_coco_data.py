@@ -389,24 +389,31 @@ def test_check_dataset_lists_every_coco_problem(three_classes, tmp_path, capsys)
     assert ok.stdout.rstrip().endswith('OK') and ok.stdout.count('== ') == 2
 
 
+@pytest.mark.slow
 def test_slurm_chain_check_follows_the_split_names(tmp_path):
     """tools/slurm/submit_pipeline.sh's check of LABELED= before submitting: COCO files named
-    otherwise than the configs' splits are one line saying what it reads and how to name other
-    splits; named through DET_ARGS, they pass (the check goes on to UNLABELED)."""
+    otherwise than the configs' splits are one line saying which file it reads, which the folder
+    has and how to name other splits; named through DET_ARGS, those files are the ones checked."""
     labeled = tmp_path / 'labeled'
     os.makedirs(labeled / 'annotations')
     for name in ('train', 'val'):
         (labeled / 'annotations' / f'instances_{name}.json').write_text('{}')
+    moco = tmp_path / 'moco.pth'
+    moco.write_bytes(b'x')
 
     def submit(**env):
         return run_tool('slurm/submit_pipeline.sh', cwd=tmp_path,
-                        env=dict(PATH=os.environ['PATH'], LABELED=str(labeled), **env))
+                        env=dict(PATH=os.environ['PATH'], LABELED=str(labeled), MOCO=str(moco),
+                                 **env))
     r = submit()
     assert r.returncode == 2 and re.fullmatch(
-        r'error: LABELED=\S+ has no annotations/instances_training\.json \(it has: '
-        r'instances_train\.json instances_val\.json\): .* add DET_ARGS="--cfg-options '
-        r'train_dataloader\.dataset\.split=NAME val_dataloader\.dataset\.split=NAME" '
-        r'TEST_ARGS="--split NAME"\n', r.stderr), r.stderr
+        r'error: LABELED=\S+: \S+/annotations/instances_training\.json: no such file '
+        r'\(annotations/ has: instances_train\.json instances_val\.json\); for other split '
+        r'names add DET_ARGS="--cfg-options train_dataloader\.dataset\.split=NAME '
+        r'val_dataloader\.dataset\.split=NAME" TEST_ARGS="--split NAME" \(full report: .*\)\n',
+        r.stderr), r.stderr
     r = submit(DET_ARGS='--cfg-options train_dataloader.dataset.split=train '
                         'val_dataloader.dataset.split=val')
-    assert r.returncode == 2 and r.stderr.startswith('error: set UNLABELED'), r.stderr
+    # the named files are read now (and these hold no COCO data)
+    assert r.returncode == 2 and 'instances_train.json' in r.stderr, r.stderr
+    assert 'no such file' not in r.stderr and 'instances_training' not in r.stderr, r.stderr
