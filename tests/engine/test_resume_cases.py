@@ -406,6 +406,7 @@ def test_time_limit_signal_during_validation_stops_there(tmp_path, monkeypatch,
 
 class _Runner:
     epoch, iter, work_dir = 0, 0, '/nonexistent'
+    train_loop = None  # an epoch-based loop's place (TimeLimitHook asks which kind)
 
     class message_hub:
         @staticmethod
