@@ -22,6 +22,13 @@ def hashed_seed(*parts) -> int:
     return int.from_bytes(digest, 'little')
 
 
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs (torch: every device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return hashed_seed(seed, epoch, index)
 
@@ -42,9 +49,7 @@ def seed_sample(idx) -> int:
     """Reseed the global RNGs for the sample ``idx`` (when it carries a seed); return the plain
     index."""
     if isinstance(idx, SampleIndex):
-        random.seed(idx.seed)
-        np.random.seed(idx.seed)
-        torch.manual_seed(idx.seed)
+        seed_all(idx.seed)
     return int(idx)
 
 

@@ -1,11 +1,9 @@
 """Every epoch's randomness from (seed, epoch, rank) alone."""
-import random
-
-import numpy as np
-import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+
+from ...datasets.samplers import seed_all
 
 
 @HOOKS.register_module()
@@ -24,6 +22,4 @@ class EpochSeedHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         seed = (int(runner.seed or 0) + 1_000_003 * runner.epoch + 7_919 * get_rank()) % 2**32
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)  # all devices
+        seed_all(seed)

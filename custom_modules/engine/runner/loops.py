@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-from ...datasets.samplers import ResumableBatchSampler, hashed_seed
+from ...datasets.samplers import ResumableBatchSampler, hashed_seed, seed_all
 from ...errors import UserError
 
 RNG_KEY = 'rng_states'  # message hub entry: each rank's RNG state at an in-epoch checkpoint
@@ -132,9 +132,8 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     The data come in passes over the (finite) sampler: pass ``p`` is the sampler's epoch ``p``,
     so the batches of iteration ``i`` follow from ``i`` alone. A resume starts the pass it falls
     in after the batches already trained (indices only, no image is read). Each iteration
-    reseeds Python, NumPy and torch
-    from (seed, iteration, rank): what the model draws (RoI sampling, box jitter) depends on no
-    earlier iteration, so a periodic checkpoint, which holds no RNG state, resumes as exactly
+    reseeds Python, NumPy and torch from (seed, iteration, rank): what the model draws (RoI
+    sampling, box jitter) depends on no earlier iteration, so a periodic checkpoint, which holds no RNG state, resumes as exactly
     as a time-limit stop, and a validation leaves no trace in what follows. Needs
     :class:`ResumableBatchSampler` as the batch sampler; another number of batches per pass
     (processes, batch size) is accepted only where a pass ends.
@@ -186,6 +185,4 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
 
     def _reseed(self) -> None:
         seed = hashed_seed(int(self.runner.seed or 0), 'iteration', self._iter, get_rank())
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)  # all devices
+        seed_all(seed)
