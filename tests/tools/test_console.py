@@ -170,3 +170,21 @@ def test_tools_test_py_terminal_output_is_short(synthetic_root, demo_detector, t
     log = open(next(os.path.join(d, f) for d, _, fs in os.walk(tmp_path / 'w') for f in fs
                     if f.endswith('.log'))).read()
     assert 'System environment' in log and 'Config:' in log  # kept for the record
+
+
+def test_a_config_text_is_formatted_once_and_follows_changes(monkeypatch):
+    """The runner reads Config.pretty_text at its start and in every checkpoint; the tools format
+    each text once per process (bootstrap.setup), and a changed config gives its new text."""
+    from yapf.yapflib import reformatter
+    from toolkit import bootstrap
+    bootstrap.setup(quiet=False)
+    calls = []
+    original = reformatter.Reformat
+    monkeypatch.setattr(reformatter, 'Reformat', lambda *a, **k: calls.append(1) or original(*a, **k))
+    cfg = Config(dict(model=dict(type='Toy', depth=50), seed=int(uuid.uuid4().int % 1000)))
+    first = cfg.pretty_text
+    ran = len(calls)
+    assert ran and all(cfg.pretty_text == first for _ in range(3)) and len(calls) == ran
+    assert "depth=50" in first
+    cfg.model.depth = 101
+    assert 'depth=101' in cfg.pretty_text and len(calls) > ran
