@@ -39,7 +39,7 @@ def env(module_tmp, synthetic_root, moco_checkpoint):
     ddp = det(DET_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None  # as in the demo')
     # the SSL recipe's BatchNorm, synchronized over gloo (custom_modules/models/sync_norm.py)
     ssl = det(SSL_DEMO, 'train_cfg = dict(max_epochs=2)\nval_dataloader = None\n'
-              'model = dict(backbone=dict(init_cfg=None))')
+              "model['backbone'] = dict(init_cfg=None)")
     moco = cfg_dir / 'mocov2' / f'{MOCO_DEMO}.py'
     moco.write_text(MOCO_WRAPPER.format(
         base=os.path.join(REPO, 'configs', 'mocov2', f'{MOCO_DEMO}.py'),
