@@ -8,13 +8,13 @@ setup:
 # setup_env.sh is a no-op in seconds when the stack is already installed; -rs prints the
 # reason of every skipped test (the Slurm tests skip only when Slurm cannot be installed).
 # Two worker processes with one torch thread each (tests/conftest.py groups the work and starts
-# the longest first), then the rehearsal alone: its Slurm jobs have a time limit, and on a
-# shared machine each run reaches fewer iterations before it, so the job restarts more often.
+# the longest first; the tests marked `alone`, a Slurm job timed against its time limit, wait
+# until every other test has finished).
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest tests -q -rs
 PARALLEL := OMP_NUM_THREADS=1 $(PYTEST) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: setup
-	$(PARALLEL) -m "not rehearsal"; a=$$?; $(PYTEST) -m rehearsal; b=$$?; exit $$((a || b))
+	$(PARALLEL)
 
 # every test not marked slow, in a few minutes (docs/testing.md says which tier to run when)
 test-fast: setup

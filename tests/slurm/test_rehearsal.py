@@ -1,7 +1,8 @@
 """The real job, rehearsed on the one-node test cluster: the REAL configs through
 tools/slurm/submit_pipeline.sh and tools/slurm/train.sbatch, with the configs' own loader
 workers, shrunk only through documented overrides: a few generated images at real sizes,
-MOCO_EPOCHS / DET_EPOCHS, a one-iteration warm-up (param_scheduler.0.end=2). Run alone with `pytest -m rehearsal`."""
+MOCO_EPOCHS / DET_EPOCHS, a one-iteration warm-up (param_scheduler.0.end=2). `pytest -m rehearsal`
+runs them alone."""
 import glob
 import json
 import os
@@ -66,11 +67,11 @@ def wait_done(rig, job, name, timeout=900):
         raise TimeoutError(f'{e}:\n{log_of(rig, name, job)[-3000:]}')
 
 
-def sbatch(rig, name, *args, sbatch_args=()):
+def sbatch(rig, name, *args, sbatch_args=(), env=None):
     os.makedirs(os.path.join(rig['root'], 'work_dirs', 'slurm'), exist_ok=True)
     r = run_tool('sbatch', '--parsable', '-p', 'debug', '--gres=none', '--ntasks-per-node=1',
                  '--cpus-per-task=2', f'--job-name={name}', '--output=work_dirs/slurm/%x-%j.out',
-                 *sbatch_args, TRAIN_SBATCH, *args, env=rig['env'], cwd=rig['root'])
+                 *sbatch_args, TRAIN_SBATCH, *args, env=env or rig['env'], cwd=rig['root'])
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
@@ -195,11 +196,11 @@ def test_resubmitting_with_another_moco_checkpoint_refuses(rig, chain):
     assert 'another folder' in r.stderr and '--allow-input-change' in r.stderr, r.stderr
 
 
-def train_reference(rig, epochs):
+def train_reference(rig, epochs, env=None):
     """Uninterrupted MoCo run over a whole `epochs`-epoch schedule, outside Slurm."""
     work = os.path.join(rig['root'], 'work_dirs', f'moco-reference-{epochs}e')
     r = run_tool('train.py', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
-                 *moco_opts(epochs, epochs), env=rig['env'], cwd=rig['root'], timeout=900)
+                 *moco_opts(epochs, epochs), env=env or rig['env'], cwd=rig['root'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return os.path.join(work, f'epoch_{epochs}.pth')
 
@@ -228,17 +229,37 @@ def test_continuing_pretraining_after_the_keep_epoch_keeps_optimizer_and_lr(rig,
     assert_same_training_state(os.path.join(moco, f'epoch_{MOCO_EPOCHS[1]}.pth'), reference)
 
 
-def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig):
+TIME_LIMIT_EPOCHS = 16
+
+
+@pytest.fixture
+def time_limit_env(rig):
+    """The job alone on the machine uses its two CPUs, as a user's job does (`make test` gives
+    every other test one torch thread); its reference the same, for the same arithmetic."""
+    return dict(rig['env'], OMP_NUM_THREADS='2')
+
+
+@pytest.fixture
+def time_limit_reference(rig, time_limit_env):
+    """Trained before the time-limit job waits for the machine: it has no limit to meet."""
+    return train_reference(rig, TIME_LIMIT_EPOCHS, env=time_limit_env)
+
+
+@pytest.mark.alone
+def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig, time_limit_env,
+                                                                        time_limit_reference,
+                                                                        machine_alone):
     """A 2-minute limit with SIGUSR1 45 s before it: slurmctld checks limits periodically and
     sends it up to a minute early, so it comes 15-75 s into the job, while a schedule of 64
     iterations (about 100 s here) trains. The run saves its current iteration, requeues itself
-    and ends with the uninterrupted run's state."""
-    epochs = 16
-    reference = train_reference(rig, epochs)
+    and ends with the uninterrupted run's state. Alone on the machine: beside other tests each
+    start of the job trains fewer iterations before the limit and the job restarts more often."""
+    epochs, reference = TIME_LIMIT_EPOCHS, time_limit_reference
     work = os.path.join(rig['root'], 'work_dirs', 'moco-time-limit')
     t0 = time.time()
     job = sbatch(rig, 'moco-limit', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
-                 *moco_opts(epochs, epochs), sbatch_args=('--time=2', '--signal=USR1@45'))
+                 *moco_opts(epochs, epochs), sbatch_args=('--time=2', '--signal=USR1@45'),
+                 env=time_limit_env)
     assert wait_done(rig, job, 'moco-limit', timeout=1200) == 'COMPLETED', \
         log_of(rig, 'moco-limit', job)[-4000:]
     log = log_of(rig, 'moco-limit', job)
