@@ -35,7 +35,7 @@ def _format_config_once() -> None:
     text is formatted once per process."""
     try:
         from yapf.yapflib import yapf_api
-    except ImportError:  # mmengine then prints the config unformatted
+    except ImportError:  # mmengine's own dependency: nothing to cache without it
         return
     if hasattr(yapf_api.FormatCode, 'cache_info'):
         return
@@ -48,9 +48,14 @@ def _format_config_once() -> None:
 
     @functools.wraps(original)
     def format_code(source, *args, style_config=None, **kwargs):
-        if args or kwargs or not isinstance(style_config, dict):
+        style = tuple(sorted(style_config.items())) if isinstance(style_config, dict) else None
+        try:
+            hash(style)
+        except TypeError:  # a style with list values: not a cache key
+            style = None
+        if args or kwargs or style is None:
             return original(source, *args, style_config=style_config, **kwargs)
-        return formatted(source, tuple(sorted(style_config.items())))
+        return formatted(source, style)
 
     format_code.cache_info = formatted.cache_info
     yapf_api.FormatCode = format_code
