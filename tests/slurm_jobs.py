@@ -4,9 +4,7 @@ import json
 import os
 import time
 
-from mmengine.config import Config
-
-from helpers import REPO, run_tool
+from helpers import demo_proposals, run_tool
 
 TWO_NODE_DET_EPOCHS = 4  # the two-node detector's schedule: its requeue comes after epoch 2
 DET = 'faster-rcnn_r50-mocov2-pre_fpn_2xb2'
@@ -14,11 +12,6 @@ DET_DEMO = 'faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic'
 MOCO_DEMO = 'mocov2_resnet50_1xb16-coslr-8e_synthetic96'
 SSL_DEMO = 'faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_1xb8-ms-demo-4e_synthetic'
 
-
-# the wrappers' images are 96x64 with two boxes: the demo configs' proposal and RoI counts, which
-# make an iteration of the seed's detector 2.6 times faster than its 2000 proposals and 512 RoIs
-_DEMO_PROPOSALS = Config.fromfile(
-    os.path.join(REPO, 'configs', '_base_', 'synthetic_demo.py')).demo_proposals.to_dict()
 
 DET_WRAPPER = '''_base_ = {base!r}
 custom_imports = dict(imports=['custom_modules', 'rank_probe'], allow_failed_imports=False)
@@ -46,9 +39,9 @@ optim_wrapper = dict(clip_grad=dict(max_norm=5))  # lr 0.03 at batch 1 diverges 
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(save_best=None))
 custom_hooks = [dict(type='FiniteLossHook'), dict(type='EpochSeedHook'), dict(type='TimeLimitHook'),
                 dict(type='RankProbeHook')]
-model = @PROPOSALS@
+model = @PROPOSALS@  # 96x64 images with two boxes (tests/helpers.py demo_proposals)
 {extra}
-'''.replace('@PROPOSALS@', repr(_DEMO_PROPOSALS).replace('{', '{{').replace('}', '}}'))
+'''.replace('@PROPOSALS@', repr(demo_proposals()).replace('{', '{{').replace('}', '}}'))
 
 MOCO_WRAPPER = '''_base_ = {base!r}
 custom_imports = dict(imports=['custom_modules', 'custom_modules.datasets.unlabeled', 'rank_probe'],

@@ -13,12 +13,11 @@ import custom_modules  # noqa: F401
 from toolkit.checkpoints import check_detector_checkpoint
 from toolkit.config_edits import check_pretrained, set_pretrained
 from custom_modules.errors import UserError
-from helpers import REPO, write_tiny_labeled
+from helpers import REPO, demo_proposals, write_tiny_labeled
 
 MOCO_DEMO = os.path.join(REPO, 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py')
 DET_FULL = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-step-37e_labeled.py')
 DET_DEMO = os.path.join(REPO, 'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_1xb4-demo-4e_synthetic.py')
-DEMO_BASE = os.path.join(REPO, 'configs/_base_/synthetic_demo.py')
 STAGES = [os.path.join(REPO, f'configs/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2-{s}_labeled.py')
           for s in ('s1-23e', 's2-27e', 's3-37e')]
 
@@ -82,8 +81,7 @@ def tiny_det_cfg(path, root, work_dir, epochs=None, extra=()):
             if t['type'] == 'Resize':
                 t['scale'] = (96, 64)
     cfg.train_dataloader.batch_sampler = None
-    # 96x64 images with two boxes: the demo configs' proposal and RoI counts
-    cfg.merge_from_dict(dict(model=Config.fromfile(DEMO_BASE).demo_proposals))
+    cfg.merge_from_dict(dict(model=demo_proposals()))  # 96x64 images with two boxes
     cfg.param_scheduler[0]['end'] = 2  # warm-up iterations
     cfg.auto_scale_lr.enable = False
     cfg.train_cfg.val_interval = 1000

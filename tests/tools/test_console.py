@@ -180,7 +180,8 @@ def test_a_config_text_is_formatted_once_and_follows_changes(monkeypatch):
     bootstrap.setup(quiet=False)
     calls = []
     original = reformatter.Reformat
-    monkeypatch.setattr(reformatter, 'Reformat', lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(reformatter, 'Reformat',
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
     cfg = Config(dict(model=dict(type='Toy', depth=50), seed=int(uuid.uuid4().int % 1000)))
     first = cfg.pretty_text
     ran = len(calls)

@@ -133,8 +133,9 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     so the batches of iteration ``i`` follow from ``i`` alone. A resume starts the pass it falls
     in after the batches already trained (indices only, no image is read). Each iteration
     reseeds Python, NumPy and torch from (seed, iteration, rank): what the model draws (RoI
-    sampling, box jitter) depends on no earlier iteration, so a periodic checkpoint, which holds no RNG state, resumes as exactly
-    as a time-limit stop, and a validation leaves no trace in what follows. Needs
+    sampling, box jitter) depends on no earlier iteration, so a periodic checkpoint, which holds
+    no RNG state, resumes as exactly as a time-limit stop, and a validation leaves no trace in
+    what follows. Needs
     :class:`ResumableBatchSampler` as the batch sampler; another number of batches per pass
     (processes, batch size) is accepted only where a pass ends.
     """
