@@ -250,17 +250,29 @@ def test_coco_labeled_folder_without_a_split_file(rig, data, coco_labeled):
                    'DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME')
 
 
+@pytest.mark.slow
 def test_coco_splits_named_through_det_args_are_submitted(rig, data, coco_labeled):
-    """COCO splits named as COCO names them (train2017, val2017), given to the jobs through
-    DET_ARGS: the pre-submit check read training/validation regardless and refused the chain.
-    (The refusals: tests/data/test_coco_data.py::test_slurm_chain_check_follows_the_split_names.)"""
+    """COCO splits named as COCO names them (train2017, val2017): refused under the configs'
+    split names, checked under the names DET_ARGS gives (a missing one refused by its name), and
+    submitted with them. (The refusal's wording:
+    tests/data/test_coco_data.py::test_slurm_chain_check_follows_the_split_names.)"""
     for old, new in (('training', 'train2017'), ('validation', 'val2017')):
         (coco_labeled / old).rename(coco_labeled / new)
         (coco_labeled / 'annotations' / f'instances_{old}.json').rename(
             coco_labeled / 'annotations' / f'instances_{new}.json')
+    det_args = ('--cfg-options train_dataloader.dataset.split=train2017 '
+                'val_dataloader.dataset.split=val2017')
     r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
-            PYTHON=sys.executable, DET_ARGS='--cfg-options train_dataloader.dataset.split=train2017'
-            ' val_dataloader.dataset.split=val2017')
+            PYTHON=sys.executable)
+    assert_refused(rig, r, 'annotations/instances_training.json')
+    val = coco_labeled / 'annotations' / 'instances_val2017.json'
+    val.rename(val.with_suffix('.moved'))
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, DET_ARGS=det_args)
+    assert_refused(rig, r, 'annotations/instances_val2017.json')
+    val.with_suffix('.moved').rename(val)
+    r = run(rig, [SUBMIT], LABELED=str(coco_labeled), UNLABELED=data['unlabeled'],
+            PYTHON=sys.executable, DET_ARGS=det_args)
     assert r.returncode == 0, r.stdout + r.stderr
     calls = rig['calls']()
     assert all('train_dataloader.dataset.split=train2017' in c for c in calls[1:4]), calls
