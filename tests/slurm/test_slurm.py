@@ -115,49 +115,93 @@ def test_slurm_train_sh_two_ranks(env, slurm, which, request):
         assert len(index) == 1 and index[0].endswith('.npy'), index
 
 
+@pytest.fixture(scope='module')
+def interrupted_run(env, reference_run, request):
+    """One run of the reference's schedule (14 epochs, 28 iterations) interrupted three ways in
+    turn, each continued from what the one before left: SIGUSR1 to a local run after epoch 3
+    (the time-limit path without Slurm), kill -9 of its local --resume after epoch 6, then
+    train.sbatch (which resumes by itself) requeued by `scontrol requeue` after epoch 9. Every
+    continuation has to be exact for the run to end with the reference's weights. Without
+    Slurm the last part is a local --resume. Returns each part's output and the final probe."""
+    work = os.path.join(env['root'], 'work_dirs', 'interrupted')
+    cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
+           work, '--pretrained', env['moco_ckpt']]
+    out = {}
+    log = os.path.join(env['root'], 'sigusr1.log')  # a file, not a pipe nobody reads while waiting
+    with open(log, 'w') as f:
+        proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=f,
+                                stderr=subprocess.STDOUT)
+    wait_for(reached_epoch(work, 3), lambda: proc.poll() is None, log=log)
+    os.kill(proc.pid, signal.SIGUSR1)
+    proc.wait(timeout=300)
+    out['sigusr1'] = dict(returncode=proc.returncode, log=open(log).read(),
+                          saved=sorted(f for f in os.listdir(work) if f.startswith('iter_')))
+    # resumed without --pretrained: the checkpoint holds every weight
+    proc = subprocess.Popen(cmd[:-2] + ['--resume'], env=env['env'], cwd=env['root'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(reached_epoch(work, 6), lambda: proc.poll() is None)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out['kill9'] = dict(last=open(os.path.join(work, 'last_checkpoint')).read().strip(),
+                        finished=os.path.exists(os.path.join(work, 'epoch_14.pth')))
+    try:
+        slurm = request.getfixturevalue('slurm')
+    except pytest.skip.Exception as e:
+        out['requeue'] = dict(skipped=str(e))
+        r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'], '--resume')
+        assert r.returncode == 0, r.stderr[-3000:]
+        out['kill9']['resumed'] = r.stdout + r.stderr
+    else:
+        e = dict(slurm.env, **{k: v for k, v in env['env'].items()
+                               if k in ('PYTHON', 'PYTHONPATH')}, REPO=REPO)
+        r = run_tool('sbatch', '--parsable', '-p', 'debug', '--gres=none', '--ntasks-per-node=1',
+                     '--cpus-per-task=1', '--job-name=requeue',
+                     os.path.join(REPO, 'tools', 'slurm', 'train.sbatch'), env['short'],
+                     '--work-dir', work, '--pretrained', env['moco_ckpt'], env=e, cwd=env['root'])
+        assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        wait_for(reached_epoch(work, 9), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
+        slurm.requeue(job)
+        state = slurm.wait(job, timeout=600)
+        # a standalone sbatch logs to the submit folder (work_dirs/slurm/ may not exist yet)
+        job_log = open(os.path.join(env['root'], f'slurm-requeue-{job}.out')).read()
+        assert state == 'COMPLETED', job_log[-3000:]
+        out['requeue'] = dict(log=job_log)
+        out['kill9']['resumed'] = job_log.split('restart 1', 1)[0]
+    out['probe'] = probes(work)[0]
+    out['left'] = sorted(f for f in os.listdir(work) if f.startswith('iter_'))
+    out['work'] = work
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_requeue_resumes_and_matches_uninterrupted_run(env, slurm, reference_run):
-    work = os.path.join(env['root'], 'work_dirs', 'requeue')
-    e = dict(slurm.env, **{k: v for k, v in env['env'].items() if k in ('PYTHON', 'PYTHONPATH')},
-             REPO=REPO)
-    r = run_tool('sbatch', '--parsable', '-p', 'debug', '--gres=none', '--ntasks-per-node=1',
-                 '--cpus-per-task=1', '--job-name=requeue',
-                 os.path.join(REPO, 'tools', 'slurm', 'train.sbatch'), env['short'],
-                 '--work-dir', work, '--pretrained', env['moco_ckpt'], env=e, cwd=env['root'])
-    assert r.returncode == 0, r.stderr
-    job = r.stdout.strip()
-    wait_for(reached_epoch(work, 4), lambda: slurm.job_state(job) in ('PENDING', 'RUNNING'))
-    slurm.requeue(job)
-    assert slurm.wait(job, timeout=600) == 'COMPLETED'
-    # a standalone sbatch logs to the submit folder (work_dirs/slurm/ may not exist yet)
-    log = open(os.path.join(env['root'], f'slurm-requeue-{job}.out')).read()
+def test_requeue_resumes_and_matches_uninterrupted_run(interrupted_run, reference_run):
+    if 'skipped' in interrupted_run['requeue']:
+        pytest.skip(interrupted_run['requeue']['skipped'])
+    log = interrupted_run['requeue']['log']
     assert 'restart 1' in log and 'resumed epoch' in log
     # scontrol requeue sends SIGTERM (as preemption and scancel do): the run, two persistent
     # loader workers included, saved the iteration it was at and the restart continued it
     stop = re.search(r'stop requested \(SIGTERM[^)]*\): saved (\S+/iter_(\d+)\.pth)', log)
-    assert stop and int(stop[2]) >= 8, log[-3000:]  # past epoch 4: 2 iterations an epoch
-    assert f'resuming from {stop[1]} ' in log, log[-3000:]
-    p = probes(work)[0]
+    assert stop and int(stop[2]) >= 18, log[-3000:]  # past epoch 9: 2 iterations an epoch
+    assert f'resuming from {stop[1]} ' in log.split('restart 1', 1)[1], log[-3000:]
+    p = interrupted_run['probe']
     assert p['iter'] == reference_run['iter'] == 28  # 14 epochs x 2 images, batch 1
     assert p['weights'] == reference_run['weights']
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
-    work = os.path.join(env['root'], 'work_dirs', 'kill9')
-    cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
-           work, '--pretrained', env['moco_ckpt']]
-    proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for(reached_epoch(work, 5), lambda: proc.poll() is None)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(os.path.join(work, 'epoch_14.pth'))
-    r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'], '--resume')
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert 'resumed epoch' in r.stdout + r.stderr
-    p = probes(work)[0]
+def test_kill_9_then_resume_matches_uninterrupted_run(env, interrupted_run, reference_run):
+    killed = interrupted_run['kill9']
+    work = interrupted_run['work']
+    assert not killed['finished']
+    # the resume continued from the last epoch checkpoint the killed run wrote
+    last = re.fullmatch(r'(\S+/epoch_(\d+)\.pth)', killed['last'])
+    assert last and int(last[2]) >= 6, killed['last']
+    assert f'resuming from {last[1]} ' in killed['resumed'], killed['resumed'][-3000:]
+    assert 'resumed epoch' in killed['resumed']
+    p = interrupted_run['probe']
     assert p['iter'] == reference_run['iter'] and p['weights'] == reference_run['weights']
     # resubmitting a finished job says so and trains nothing more
     r = train_local(env, env['short'], work, '--pretrained', env['moco_ckpt'], '--resume')
@@ -167,26 +211,15 @@ def test_kill_9_then_resume_matches_uninterrupted_run(env, reference_run):
 
 
 @pytest.mark.slow
-def test_sigusr1_stops_inside_an_epoch_and_resume_matches_uninterrupted_run(env, reference_run):
+def test_sigusr1_stops_inside_an_epoch_and_resume_matches_uninterrupted_run(interrupted_run,
+                                                                          reference_run):
     """The time-limit path without Slurm: SIGUSR1 -> iter_N.pth after the current iteration,
     exit status 75; --resume continues inside that epoch (skipping the batches trained, RNG
-    restored) and ends with the reference's weights."""
-    work = os.path.join(env['root'], 'work_dirs', 'sigusr1')
-    cmd = [sys.executable, os.path.join(REPO, 'tools', 'train.py'), env['short'], '--work-dir',
-           work, '--pretrained', env['moco_ckpt']]
-    log = os.path.join(env['root'], 'sigusr1.log')  # a file, not a pipe nobody reads while waiting
-    with open(log, 'w') as f:
-        proc = subprocess.Popen(cmd, env=env['env'], cwd=env['root'], stdout=f,
-                                stderr=subprocess.STDOUT)
-    wait_for(reached_epoch(work, 3), lambda: proc.poll() is None, log=log)
-    os.kill(proc.pid, signal.SIGUSR1)
-    proc.wait(timeout=300)
-    out = open(log).read()
-    assert proc.returncode == 75, out[-3000:]
-    saved = [f for f in os.listdir(work) if f.startswith('iter_')]
-    assert len(saved) == 1 and 'not a Slurm job' in out, out[-3000:]
-    r = train_local(env, env['short'], work, '--resume')
-    assert r.returncode == 0, r.stderr[-3000:]
-    p = probes(work)[0]
+    restored) and, with the later interruptions, ends with the reference's weights."""
+    stopped = interrupted_run['sigusr1']
+    out = stopped['log']
+    assert stopped['returncode'] == 75, out[-3000:]
+    assert len(stopped['saved']) == 1 and 'not a Slurm job' in out, out[-3000:]
+    p = interrupted_run['probe']
     assert p['iter'] == reference_run['iter'] and p['weights'] == reference_run['weights']
-    assert not [f for f in os.listdir(work) if f.startswith('iter_')]
+    assert not interrupted_run['left']  # the iteration saves are superseded by epoch ones
