@@ -141,12 +141,16 @@ def _last_epoch(work_dirs, cfg) -> str:
 def main(argv=None):
     from toolkit.config_edits import data_name
     from toolkit.console import QuietRunner, quiet_warnings, set_verbose
+    from toolkit.loaders import stop_loader_workers
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
     cfg = build_cfg(args)
     runner = QuietRunner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    finally:
+        stop_loader_workers(runner)
     print(f'checkpoint: {args.checkpoint}' + (f' ({args.why})' if args.best_of else '')
           + (f'\n{args.model_line}' if args.model_line else '')
           + f'\ndataset: {data_name(cfg)}\nlogs: {runner.log_dir}'

@@ -159,6 +159,7 @@ def main(argv=None):
 def _train(argv):
     from toolkit.console import QuietRunner, quiet_warnings, set_verbose
     from toolkit.batch_scaling import apply_lr_rule, set_ends_from_images
+    from toolkit.loaders import stop_loader_workers
     args = parse_args(argv)
     set_verbose(args.verbose)
     quiet_warnings()
@@ -177,7 +178,10 @@ def _train(argv):
     runner = QuietRunner.from_cfg(cfg)
     set_ends_from_images(runner)  # schedulers with end_images (tools/toolkit/batch_scaling.py)
     apply_lr_rule(runner)  # auto_scale_lr.rule, and a warning far from its base batch
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        stop_loader_workers(runner)
 
 
 if __name__ == '__main__':

@@ -186,6 +186,26 @@ def test_tools_test_prints_the_12_line_summary(tiny_labeled, tmp_path, capfd):
     assert os.path.getsize(out_pkl) > 0
 
 
+def test_tools_called_from_python_leave_no_loader_workers(tiny_labeled, tmp_path):
+    """train.py and test.py called as functions (tests, a notebook) stop their persistent loader
+    workers before they return: left to the garbage collector, each worker can take torch's 5-s
+    join timeout to end."""
+    import multiprocessing
+
+    import test as test_tool
+    import train as train_tool
+    config = DET_DEMO.replace('mocov2-pre', 'scratch')
+    workers = [f'{loader}.{k}' for loader in ('train_dataloader', 'test_dataloader')
+               for k in ('num_workers=1', 'persistent_workers=True')]
+    work = str(tmp_path / 'w')
+    train_tool.main([config, '--work-dir', work, '--data-root', tiny_labeled, '--cfg-options',
+                     'train_cfg.max_epochs=1', *workers])
+    assert not multiprocessing.active_children()
+    test_tool.main([config, os.path.join(work, 'epoch_1.pth'), '--data-root', tiny_labeled,
+                    '--work-dir', work, '--cfg-options', *workers])
+    assert not multiprocessing.active_children()
+
+
 def test_facebookresearch_moco_checkpoint_loads_with_prefix(tmp_path):
     """The seed's checkpoint_0100.pth.tar layout: a torchvision ResNet-50 under
     module.encoder_q., with the MLP head (fc.0/fc.2), the key encoder and the queue beside it."""
