@@ -3,7 +3,9 @@ action and results; dumps and known no-action messages go to the log file only."
 import csv
 import logging
 import os
+import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -15,7 +17,7 @@ from mmengine.model import BaseModel
 from toolkit import console
 from custom_modules.evaluation.seed_coco_metric import SeedCocoMetric
 from custom_modules.datasets.classes import LABELED_CLASSES
-from helpers import PY, run_tool
+from helpers import PY, REPO, run_tool
 
 
 @pytest.fixture
@@ -189,3 +191,24 @@ def test_a_config_text_is_formatted_once_and_follows_changes(monkeypatch):
     assert "depth=50" in first
     cfg.model.depth = 101
     assert 'depth=101' in cfg.pretty_text and len(calls) > ran
+
+
+def test_the_first_yapf_import_waits_for_a_process_writing_its_grammar(tmp_path):
+    """yapf writes its grammar tables into its cache folder on its first import, without an
+    atomic rename: a tool imports it under a lock there (bootstrap.setup), so two ranks starting
+    at once where the cache is new do not read a half-written file. Here the lock is held
+    while a tool starts: it writes nothing until the lock is free, then the tables."""
+    from filelock import FileLock
+    cache = tmp_path / 'cache'
+    (cache / 'YAPF').mkdir(parents=True)
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    code = ('import sys; sys.path.insert(0, "tools"); from toolkit import bootstrap; '
+            'bootstrap.setup(quiet=False)')
+    with FileLock(str(cache / 'YAPF' / 'import.lock')):
+        proc = subprocess.Popen([PY, '-c', code], cwd=REPO, env=env, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(3)  # the import alone takes well under a second
+        assert proc.poll() is None and not list(cache.rglob('*.pickle'))
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert sorted(p.name.split('-')[0] for p in cache.rglob('*.pickle')) == ['Grammar',
+                                                                              'PatternGrammar']

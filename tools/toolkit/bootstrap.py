@@ -10,6 +10,7 @@ report a user's mistake as one line.
         bootstrap.run(main)
 """
 import functools
+import os
 import os.path as osp
 import sys
 
@@ -34,7 +35,7 @@ def _format_config_once() -> None:
     each (the Soft Teacher config's text is 40 kB). The same text gives the same result, so each
     text is formatted once per process."""
     try:
-        from yapf.yapflib import yapf_api
+        yapf_api = _import_yapf()
     except ImportError:  # mmengine's own dependency: nothing to cache without it
         return
     if hasattr(yapf_api.FormatCode, 'cache_info'):
@@ -59,6 +60,20 @@ def _format_config_once() -> None:
 
     format_code.cache_info = formatted.cache_info
     yapf_api.FormatCode = format_code
+
+
+def _import_yapf():
+    """yapf's formatter, imported under a lock in yapf's cache folder: yapf's first import
+    writes its grammar tables there without an atomic rename, and a process importing it
+    meanwhile (another rank of the job, another test worker, on a machine or XDG_CACHE_HOME
+    where the cache is new) reads a half-written file and fails with EOFError."""
+    from filelock import FileLock
+    from platformdirs import user_cache_dir
+    cache = user_cache_dir('YAPF', 'Google')
+    os.makedirs(cache, exist_ok=True)
+    with FileLock(os.path.join(cache, 'import.lock')):
+        from yapf.yapflib import yapf_api
+    return yapf_api
 
 
 def run(main, argv=None):
