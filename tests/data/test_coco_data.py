@@ -191,6 +191,7 @@ def plot_predictions(pkl, tmp_path, three_classes, course, capsys):
                                       r'FILE\n', err), err
 
 
+@pytest.mark.slow
 def test_browse_dataset_draws_coco_data(three_classes, tmp_path):
     import browse_dataset
     out = run_tool('browse_dataset.py', DET, '--data-root', three_classes, '--num', '2',
@@ -349,6 +350,7 @@ def test_bad_coco_input_stops_train_and_test_with_one_line(three_classes, det_ch
     assert not os.path.exists(work)  # nothing written before the check
 
 
+@pytest.mark.slow
 def test_check_dataset_lists_every_coco_problem(three_classes, tmp_path, capsys):
     import check_dataset
     root = tmp_path / 'bad'

@@ -401,6 +401,7 @@ def test_every_detection_config_reads_the_labeled_image(data, config):
         assert item['data_samples'].img_path.startswith('sqsh://') and item['inputs'].numel()
 
 
+@pytest.mark.slow
 def test_browse_dataset_draws_from_the_image(data, tmp_path):
     r = run_tool('browse_dataset.py', MOCO_DEMO, '--data-root', data['image'], '--num', '2',
                  '--out-dir', str(tmp_path))
@@ -408,6 +409,7 @@ def test_browse_dataset_draws_from_the_image(data, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['0.png', '1.png']
 
 
+@pytest.mark.slow
 def test_a_symlink_in_the_labeled_image_is_one_error_line(data, tmp_path):
     """Links inside an image are not followed: a linked image in the labeled layout stops
     train.py with one line naming the entry, not a traceback from the index scan."""

@@ -186,6 +186,7 @@ def test_tools_test_prints_the_12_line_summary(tiny_labeled, tmp_path, capfd):
     assert os.path.getsize(out_pkl) > 0
 
 
+@pytest.mark.slow
 def test_tools_called_from_python_leave_no_loader_workers(tiny_labeled, tmp_path):
     """train.py and test.py called as functions (tests, a notebook) stop their persistent loader
     workers before they return: left to the garbage collector, each worker can take torch's 5-s

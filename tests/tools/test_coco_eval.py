@@ -4,6 +4,7 @@ import io
 import os
 
 import numpy as np
+import pytest
 import torch
 from benchmarks.bench_coco_eval import make_data, metric_eval, recording, seed_eval
 from mmengine.config import Config
@@ -57,6 +58,7 @@ def test_perfect_predictions_through_the_val_pipeline_score_1(synthetic_root):
     assert metrics['coco/bbox_mAP'] == 1.0, metrics
 
 
+@pytest.mark.slow
 def test_seed_comparable_ap_scores_the_detections_without_class_0():
     """tools/test.py's second line: the AP the seed's evaluation (pycocotools) gives the same
     detections once class 0, which its torchvision detector could not output, is removed."""

@@ -442,6 +442,7 @@ def test_mae_warmup_in_the_pipeline_is_the_configs():
     assert cfg.param_scheduler[1].begin == cfg.param_scheduler[0].end
 
 
+@pytest.mark.slow
 def test_vitdet_recipe_is_one_job_with_amp_from_an_mae_checkpoint(rig, data):
     mae = rig['tmp'] / 'mae.pth'
     mae.write_bytes(b'x')
