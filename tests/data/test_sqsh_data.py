@@ -221,6 +221,7 @@ def test_coco_data_inside_an_image_is_refused_with_one_line(tmp_path):
                         f'not from inside a squashfs image: unpack it (unsquashfs -d DIR IMAGE)')
 
 
+@pytest.mark.slow
 def test_check_dataset_refuses_a_bad_image(bad_images):
     r = run_tool('check_dataset.py', bad_images['truncated'])
     assert r.returncode == 2 and r.stderr.startswith('error: ') and 'truncated' in r.stderr

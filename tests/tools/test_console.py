@@ -87,6 +87,7 @@ def test_drop_lines_passes_everything_else(capsys):
     assert capsys.readouterr().out == 'keep 1\nkeep 2\nno newline'
 
 
+@pytest.mark.slow
 def test_quiet_imports_hides_the_onedl_line_in_a_fresh_interpreter():
     # a fresh interpreter: the line is printed only at the first import of each module. The
     # tools start with the bootstrap, then import custom_modules.

@@ -348,6 +348,7 @@ def test_valid_moco_checkpoint_skips_pretraining(rig, data):
     assert all(c.startswith(f'sbatch PYTHON={venv_python} ') for c in calls), calls
 
 
+@pytest.mark.slow
 def test_densecl_and_the_ssl_recipe_submit_three_jobs(rig, data):
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
             PYTHON=sys.executable, PRETRAIN='densecl', RECIPE='ssl')
@@ -364,6 +365,7 @@ def test_densecl_and_the_ssl_recipe_submit_three_jobs(rig, data):
         'pretrain', 'fine-tune ssl-36e', 'test']
 
 
+@pytest.mark.slow
 def test_mae_and_the_peer_vit_recipe_chain_four_stages_from_best_checkpoints(rig, data):
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
             PYTHON=sys.executable, PRETRAIN='mae', RECIPE='peer-vit')

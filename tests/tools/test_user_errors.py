@@ -60,11 +60,13 @@ def test_amp_without_gpu(name, synthetic_root, files, tmp_path):
     assert_one_line_error(r, '--amp', 'run without --amp')
 
 
+@pytest.mark.slow
 def test_train_py_missing_data_folder(tmp_path):
     r = run_tool('train.py', MOCO, '--work-dir', str(tmp_path / 'w'), cwd=str(tmp_path))
     assert_one_line_error(r, "'data/synthetic/unlabeled'", '--data-root DIR')
 
 
+@pytest.mark.slow
 def test_train_py_detector_checkpoint_as_pretrained(synthetic_root, files, tmp_path):
     r = run_tool('train.py', DEMO, '--data-root', os.path.join(synthetic_root, 'labeled'),
                  '--pretrained', files['det'], '--work-dir', str(tmp_path / 'w'))
