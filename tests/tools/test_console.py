@@ -213,3 +213,17 @@ def test_the_first_yapf_import_waits_for_a_process_writing_its_grammar(tmp_path)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     assert sorted(p.name.split('-')[0] for p in cache.rglob('*.pickle')) == ['Grammar',
                                                                               'PatternGrammar']
+
+
+def test_a_tool_starts_where_yapf_cannot_write_its_cache(tmp_path):
+    """A cache folder that cannot be made (a read-only home, here a file in its place): no lock,
+    and the tool starts all the same, as yapf does without its cache."""
+    blocked = tmp_path / 'not-a-folder'
+    blocked.write_text('')
+    code = ('import sys; sys.path.insert(0, "tools"); from toolkit import bootstrap; '
+            'bootstrap.setup(quiet=False); from yapf.yapflib import yapf_api; '
+            'print(yapf_api.FormatCode("x  =  1")[0], end="")')
+    env = dict(os.environ, XDG_CACHE_HOME=str(blocked))
+    r = subprocess.run([PY, '-c', code], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout == 'x = 1\n', r.stderr[-3000:]

@@ -66,13 +66,22 @@ def _import_yapf():
     """yapf's formatter, imported under a lock in yapf's cache folder: yapf's first import
     writes its grammar tables there without an atomic rename, and a process importing it
     meanwhile (another rank of the job, another test worker, on a machine or XDG_CACHE_HOME
-    where the cache is new) reads a half-written file and fails with EOFError."""
+    where the cache is new) reads a half-written file and fails with EOFError. Where that folder
+    cannot be written (a read-only home), yapf keeps its tables in memory: nothing to lock."""
     from filelock import FileLock
     from platformdirs import user_cache_dir
     cache = user_cache_dir('YAPF', 'Google')
-    os.makedirs(cache, exist_ok=True)
-    with FileLock(os.path.join(cache, 'import.lock')):
+    try:
+        os.makedirs(cache, exist_ok=True)
+        lock = FileLock(os.path.join(cache, 'import.lock'))
+        lock.acquire()
+    except OSError:
+        lock = None
+    try:
         from yapf.yapflib import yapf_api
+    finally:
+        if lock is not None:
+            lock.release()
     return yapf_api
 
 
