@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import stat
+import subprocess
 import sys
 
 import numpy as np
@@ -697,3 +698,31 @@ def test_corrupted_images_read_right_or_raise_the_readers_error(tmp_path, tables
     print(outcomes)
     assert not defects, '\n'.join(defects[:20]) + f'\n({len(defects)} defects; {outcomes})'
     assert outcomes.get('refused at open', 0) > 100 and outcomes.get('some reads refused')
+
+
+FAKE_APT_GET = '''#!/bin/sh
+# dpkg's lock as apt-get meets it: a second apt-get while one runs fails at once
+mkdir "$FAKE_APT/lock" 2>/dev/null || { echo "E: Could not get lock $FAKE_APT/lock" >&2; exit 100; }
+sleep 1
+case " $* " in *" install "*) printf '#!/bin/sh\\n' > "$FAKE_APT/bin/fake-mksquashfs"
+                               chmod +x "$FAKE_APT/bin/fake-mksquashfs";; esac
+rmdir "$FAKE_APT/lock"
+'''
+
+
+def test_two_test_workers_installing_a_package_at_once_both_get_it(tmp_path):
+    """Both xdist workers collect the squashfs tests on a fresh machine and install
+    squashfs-tools at the same time (Slurm's fixture may be installing too): neither may skip
+    its tests because the other held dpkg's lock."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'apt-get').write_text(FAKE_APT_GET)
+    (bin_dir / 'apt-get').chmod(0o755)
+    env = dict(os.environ, FAKE_APT=str(tmp_path), PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    code = ('import os, sys; os.geteuid = lambda: 0; sys.path.insert(0, sys.argv[1]); '
+            'from debian_packages import install_missing; '
+            'print(install_missing(["fake-mksquashfs"], ["squashfs-tools"], "squashfs-tools"))')
+    procs = [subprocess.Popen([PY, '-c', code, os.path.join(REPO, 'tests')], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert outs == ['None', 'None'], outs
