@@ -88,6 +88,37 @@ fi
 if [[ -n ${MOCO:-} ]]; then
     [[ -f $MOCO && -r $MOCO ]] || die "MOCO=$MOCO is not a readable file: set MOCO to the MoCo checkpoint (.pth), or unset it to pretrain on UNLABELED"
 fi
+# what to run: refused here, before the Python start below takes its seconds
+PRETRAIN_GPUS=${PRETRAIN_GPUS:-4}
+SBATCH_ARGS=${SBATCH_ARGS:-}
+read -r E1 E2 E3 <<<"${DET_EPOCHS:-23 27 37}"
+case ${PRETRAIN:-mocov2} in
+    mocov2) MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
+    densecl) MOCO_CFG=$CONFIG_DIR/densecl/densecl_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
+    mae) MOCO_CFG=$CONFIG_DIR/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py ;;
+    *) die "PRETRAIN=$PRETRAIN: expected mocov2, densecl or mae" ;;
+esac
+MAE_WARMUP=20  # the MAE config's warmup_epochs: its cosine runs from there to TOTAL
+if [[ ${PRETRAIN:-mocov2} == mae ]]; then
+    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-80 200}"
+else
+    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
+fi
+case ${RECIPE:-seed} in
+    seed | ssl) vit=0 DET_GPUS=${DET_GPUS:-2} ;;
+    peer-vit | vitdet) vit=1 DET_GPUS=${DET_GPUS:-1} ;;
+    *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning), ssl, peer-vit or vitdet" ;;
+esac
+if [[ -n ${SEMI:-} ]] && ((vit)); then
+    die "SEMI=1 follows the ResNet-50 fine-tuning (RECIPE=seed or ssl), not RECIPE=$RECIPE"
+fi
+if [[ -z ${MOCO:-} ]]; then  # a MOCO file of the wrong kind is refused by train.py itself
+    if ((vit)) && [[ ${PRETRAIN:-mocov2} != mae ]]; then
+        die "RECIPE=$RECIPE fine-tunes a ViT: set PRETRAIN=mae (PRETRAIN=${PRETRAIN:-mocov2} pretrains a ResNet-50)"
+    elif ((!vit)) && [[ ${PRETRAIN:-mocov2} == mae ]]; then
+        die "PRETRAIN=mae pretrains a ViT: set RECIPE=peer-vit or RECIPE=vitdet (RECIPE=${RECIPE:-seed} fine-tunes a ResNet-50)"
+    fi
+fi
 # the interpreter train.sbatch / test.sbatch would pick, exported so the jobs use exactly it
 source "$REPO/tools/slurm/job_python.sh"
 PY=$PYTHON
@@ -137,36 +168,6 @@ if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]] && in_image "$UNLABELED" &&
 fi
 export PYTHON=$PY
 
-PRETRAIN_GPUS=${PRETRAIN_GPUS:-4}
-SBATCH_ARGS=${SBATCH_ARGS:-}
-read -r E1 E2 E3 <<<"${DET_EPOCHS:-23 27 37}"
-case ${PRETRAIN:-mocov2} in
-    mocov2) MOCO_CFG=$CONFIG_DIR/mocov2/mocov2_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
-    densecl) MOCO_CFG=$CONFIG_DIR/densecl/densecl_resnet50_4xb32-coslr-200e_unlabeled224.py ;;
-    mae) MOCO_CFG=$CONFIG_DIR/mae/mae_vit-base-p16_4xb64-amp-coslr-80e_unlabeled224.py ;;
-    *) die "PRETRAIN=$PRETRAIN: expected mocov2, densecl or mae" ;;
-esac
-MAE_WARMUP=20  # the MAE config's warmup_epochs: its cosine runs from there to TOTAL
-if [[ ${PRETRAIN:-mocov2} == mae ]]; then
-    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-80 200}"
-else
-    read -r MOCO_STOP MOCO_TOTAL <<<"${MOCO_EPOCHS:-100 200}"
-fi
-case ${RECIPE:-seed} in
-    seed | ssl) vit=0 DET_GPUS=${DET_GPUS:-2} ;;
-    peer-vit | vitdet) vit=1 DET_GPUS=${DET_GPUS:-1} ;;
-    *) die "RECIPE=$RECIPE: expected seed (the seed's staged fine-tuning), ssl, peer-vit or vitdet" ;;
-esac
-if [[ -n ${SEMI:-} ]] && ((vit)); then
-    die "SEMI=1 follows the ResNet-50 fine-tuning (RECIPE=seed or ssl), not RECIPE=$RECIPE"
-fi
-if [[ -z ${MOCO:-} ]]; then  # a MOCO file of the wrong kind is refused by train.py itself
-    if ((vit)) && [[ ${PRETRAIN:-mocov2} != mae ]]; then
-        die "RECIPE=$RECIPE fine-tunes a ViT: set PRETRAIN=mae (PRETRAIN=${PRETRAIN:-mocov2} pretrains a ResNet-50)"
-    elif ((!vit)) && [[ ${PRETRAIN:-mocov2} == mae ]]; then
-        die "PRETRAIN=mae pretrains a ViT: set RECIPE=peer-vit or RECIPE=vitdet (RECIPE=${RECIPE:-seed} fine-tunes a ResNet-50)"
-    fi
-fi
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
 SSL_CFG=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn-syncbn-4conv1fc_2xb8-ms-36e_labeled.py
 VIT=$CONFIG_DIR/vitdet/faster-rcnn_vit-b-mae-pre_sfp_1xb2
