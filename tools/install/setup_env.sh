@@ -23,8 +23,9 @@ t0=$SECONDS
 pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
 pip_ install -q --upgrade pip
 # mmcv builds against the installed torch (--no-build-isolation), so torch and the build
-# tools come first.
-pip_ install -q -c "$REQ" "torch==$(pin torch)" "torchvision==$(pin torchvision)" \
+# tools come first. pip compiles the installed modules one file at a time (half of torch's
+# install); they are compiled on every core at the end instead.
+pip_ install -q --no-compile -c "$REQ" "torch==$(pin torch)" "torchvision==$(pin torchvision)" \
     "onedl-mmengine==$(pin onedl-mmengine)" setuptools wheel "packaging>=24.2" ninja psutil
 
 MMCV_VERSION="$(pin onedl-mmcv)"
@@ -58,7 +59,15 @@ if ! ls "$WHEEL_DIR"/onedl_mmcv-*.whl >/dev/null 2>&1; then
     done
 fi
 
-pip_ install -q --find-links "$WHEEL_DIR" --only-binary onedl-mmcv -r "$REQ"
+pip_ install -q --no-compile --find-links "$WHEEL_DIR" --only-binary onedl-mmcv -r "$REQ"
+# Written here, not at first import: PYTHONDONTWRITEBYTECODE (set in many images) or a read-only
+# environment would make every process compile again. Files for other Python versions fail to
+# compile and are skipped, as pip skips them.
+"$PY" - <<'PY'
+import compileall, sysconfig
+for folder in {sysconfig.get_paths()[k] for k in ('purelib', 'platlib')}:
+    compileall.compile_dir(folder, quiet=2, workers=0)
+PY
 "$PY" - <<'PY'
 import torch, mmengine, mmcv, mmdet, mmpretrain, torchvision
 from mmcv.ops import nms, RoIAlign  # fails if the compiled ops are missing
