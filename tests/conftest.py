@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 from filelock import FileLock
 
-from helpers import REPO, TESTS, build_once, run_folder
+from helpers import REPO, TESTS
 
 # the helper modules beside this file, the repository's packages and its tools import by name
 sys.path[:0] = [TESTS, REPO, os.path.join(REPO, 'tools')]
@@ -27,11 +27,9 @@ ALONE_WAIT_SECONDS = 3600
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """One xdist group per module (its module fixtures are built once), one for the two-node
-    cluster's modules; the longest groups first, so that the two workers end at about the same
-    time (`make test` passes --no-loadscope-reorder: workers take the groups in this order); the
-    `alone` tests last. A group's length: its modules' seconds in module_seconds.json (a run's
-    per-module sums: an ordering hint, never a result), else 10 s per slow test and 1 s per
-    other."""
+    cluster's modules; groups with more slow tests first, so that the longest start first
+    (`make test` passes --no-loadscope-reorder: workers take the groups in this order); the
+    `alone` tests last."""
     modules = defaultdict(list)
     alone = []
     for item in items:
@@ -46,14 +44,9 @@ def pytest_collection_modifyitems(config, items):
     if alone:
         groups[ALONE] = alone
 
-    with open(os.path.join(TESTS, 'module_seconds.json')) as f:
-        seconds = json.load(f)
-
     def weight(group):
-        modules = {item.nodeid.split('::')[0] for item in group[1]}
-        guess = sum(SLOW_SECONDS if item.get_closest_marker('slow') else 1 for item in group[1])
-        known = sum(seconds.get(m, 0) for m in modules)
-        return group[0] == ALONE, -(known if all(m in seconds for m in modules) else guess)
+        slow = sum(item.get_closest_marker('slow') is not None for item in group[1])
+        return group[0] == ALONE, -slow, -len(group[1])
 
     items[:] = []
     for name, group_items in sorted(groups.items(), key=weight):
@@ -117,18 +110,6 @@ def machine_alone(request):
         time.sleep(2)
 
 
-@pytest.fixture(scope='session', autouse=True)
-def _alone_tests_prepared(request, tmp_path_factory):
-    """Calls the ``prepare`` function that a selected `alone` test names
-    (``@pytest.mark.alone(prepare=f)``) with ``tmp_path_factory``, at each worker's first test:
-    it starts, once per run (``helpers.start_once``), work the test needs before its turn, such
-    as a reference run, which then trains while the other tests run instead of after them."""
-    prepares = {m.kwargs['prepare'] for item in request.session.items
-                for m in item.iter_markers(ALONE) if 'prepare' in m.kwargs}
-    for prepare in prepares:
-        prepare(tmp_path_factory)
-
-
 @pytest.fixture
 def cache_dir(tmp_path):
     return str(tmp_path / 'index-cache')
@@ -179,6 +160,25 @@ def module_tmp(request, tmp_path_factory):
     if request.session.testsfailed == failed_before:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def run_folder(tmp_path_factory):
+    """The folder of this pytest run that every xdist worker sees (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+def build_once(tmp_path_factory, name, build):
+    """``build(folder)`` once per run, by whichever xdist worker asks first; the others wait for
+    it and get the same folder. Readers must not write into it (copy what a test changes)."""
+    folder = run_folder(tmp_path_factory) / name
+    with FileLock(f'{folder}.lock'):
+        if not (folder / '.built').exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / '.built').touch()
+    return folder
 
 
 def shared_cluster(tmp_path_factory, name, **kw):

@@ -2,75 +2,18 @@
 writers of tiny labeled data and the demo configs' proposal counts. Plain functions, imported by
 name (fixtures live in conftest.py)."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import yaml
-from filelock import FileLock
 from mmengine.hooks import Hook
 from PIL import Image
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 PY = sys.executable
-
-
-def run_folder(tmp_path_factory):
-    """The folder of this pytest run that every xdist worker sees (each has its own below it)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-
-
-def build_once(tmp_path_factory, name, build):
-    """``build(folder)`` once per run, by whichever xdist worker asks first; the others wait for
-    it and get the same folder. Readers must not write into it (copy what a test changes)."""
-    folder = run_folder(tmp_path_factory) / name
-    with FileLock(f'{folder}.lock'):
-        if not (folder / '.built').exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            build(folder)
-            (folder / '.built').touch()
-    return folder
-
-
-def start_once(tmp_path_factory, name, argv, **popen_kw):
-    """Start ``argv`` once per run, by whichever xdist worker asks first, at the lowest CPU
-    priority (nice 19: it takes the cores only while the tests leave them idle, waiting on
-    Slurm or on a worker that has nothing left to run), and return its folder for
-    ``wait_for``: its output goes to ``log`` there, its exit status to ``rc``. It outlives the
-    worker that started it; ``timeout`` ends it if the run was interrupted. Its own session
-    gets nice 19 too: where the kernel groups processes by session (sched_autogroup), a
-    process's nice counts only inside its group, and the session's group took a third of the
-    two cores from the tests, measured."""
-    folder = run_folder(tmp_path_factory) / name
-    with FileLock(f'{folder}.lock'):
-        if not folder.exists():
-            folder.mkdir()
-            (folder / 'argv').write_text(' '.join(map(str, argv)))
-            with open(folder / 'log', 'w') as log:
-                subprocess.Popen(
-                    ['nice', '-n', '19', 'sh', '-c', '(echo 19 > /proc/self/autogroup) 2>/dev/null;'
-                     ' timeout 3600 "$@"; echo $? > "$0.tmp" && mv "$0.tmp" "$0"',
-                     str(folder / 'rc'), *map(str, argv)],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen_kw)
-    return folder
-
-
-def wait_for(folder, timeout=3600):
-    """Wait until the process ``start_once`` started in ``folder`` ends; it must exit 0."""
-    deadline = time.time() + timeout
-    while not (folder / 'rc').exists():
-        if time.time() > deadline:
-            raise TimeoutError(f'{(folder / "argv").read_text()} still running after {timeout} s')
-        time.sleep(1)
-    rc = int((folder / 'rc').read_text())
-    assert rc == 0, f'{(folder / "argv").read_text()} exited {rc}:\n' \
-        f'{(folder / "log").read_text()[-4000:]}'
 
 
 def tool_path(name: str) -> str:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from helpers import REPO, build_once, run_folder, run_tool, start_once, wait_for
+from helpers import REPO, run_tool
 
 pytestmark = [pytest.mark.slurm, pytest.mark.rehearsal, pytest.mark.slow]
 
@@ -36,31 +36,23 @@ def moco_opts(stop, total=MOCO_EPOCHS[1]):
             f'param_scheduler.0.end={total}', f'train_dataloader.batch_size={MOCO_BATCH}']
 
 
-def rehearsal_data(tmp_path_factory):
-    """Generated data as the course ships it (unlabeled 224 px PNGs in a squashfs image, read as
-    it is; labeled 375-500 px JPEGs), made once per run: the module's tests on either worker and
-    the time-limit reference read it."""
-    from make_synthetic_data import make_dataset, pack_unlabeled
-
-    def build(out):
-        make_dataset(str(out), seed=0, num_unlabeled=32, num_train=2, num_val=2, min_size=375,
-                     max_size=500)
-        pack_unlabeled(out)
-    folder = build_once(tmp_path_factory, 'rehearsal-data', build)
-    return dict(unlabeled=str(folder / 'unlabeled.sqsh'), labeled=str(folder / 'labeled'))
-
-
 @pytest.fixture(scope='module')
-def rig(module_tmp, tmp_path_factory, slurm):
-    """The data, the submit folder, and the environment the jobs see."""
+def rig(module_tmp, slurm):
+    """Generated data as the course ships it (unlabeled 224 px PNGs in a squashfs image, read as
+    it is; labeled 375-500 px JPEGs), the submit folder, and the environment the jobs see."""
+    from make_synthetic_data import make_dataset, pack_unlabeled
     from squashfs_tools import mksquashfs_unavailable
     why = mksquashfs_unavailable()
     if why:
         pytest.skip(f'rehearsal skipped: {why}')
     root = module_tmp('rehearsal')
+    make_dataset(str(root / 'data'), seed=0, num_unlabeled=32, num_train=2, num_val=2,
+                 min_size=375, max_size=500)
+    unlabeled = str(pack_unlabeled(root / 'data'))
     env = dict(slurm.env, PYTHON=sys.executable, XDG_CACHE_HOME=str(root / 'cache'))
     env.pop('PYTHONPATH', None)  # the tools find the repository themselves
-    return dict(root=str(root), slurm=slurm, env=env, **rehearsal_data(tmp_path_factory))
+    return dict(root=str(root), slurm=slurm, env=env, unlabeled=unlabeled,
+                labeled=str(root / 'data' / 'labeled'))
 
 
 def log_of(rig, name, job):
@@ -206,11 +198,11 @@ def test_resubmitting_with_another_moco_checkpoint_refuses(rig, chain):
     assert 'another folder' in r.stderr and '--allow-input-change' in r.stderr, r.stderr
 
 
-def train_reference(rig, epochs):
+def train_reference(rig, epochs, env=None):
     """Uninterrupted MoCo run over a whole `epochs`-epoch schedule, outside Slurm."""
     work = os.path.join(rig['root'], 'work_dirs', f'moco-reference-{epochs}e')
     r = run_tool('train.py', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
-                 *moco_opts(epochs, epochs), env=rig['env'], cwd=rig['root'], timeout=900)
+                 *moco_opts(epochs, epochs), env=env or rig['env'], cwd=rig['root'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return os.path.join(work, f'epoch_{epochs}.pth')
 
@@ -240,44 +232,22 @@ def test_continuing_pretraining_after_the_keep_epoch_keeps_optimizer_and_lr(rig,
 
 
 TIME_LIMIT_EPOCHS = 16
-# The job alone on the machine uses its two CPUs, as a user's job does (`make test` gives every
-# other test one torch thread); its reference the same, for the same arithmetic.
-TIME_LIMIT_THREADS = '2'
-
-
-def start_time_limit_reference(tmp_path_factory):
-    """The time-limit test's uninterrupted run, started in the background with the run (at the
-    lowest priority: it trains in the time the other tests leave a core idle) instead of on
-    that test's turn, when it would keep the machine waiting."""
-    from squashfs_tools import mksquashfs_unavailable
-    if mksquashfs_unavailable():
-        return None  # the test skips
-    data = rehearsal_data(tmp_path_factory)
-    folder = run_folder(tmp_path_factory) / 'time-limit-reference'
-    env = dict(os.environ, OMP_NUM_THREADS=TIME_LIMIT_THREADS,
-               XDG_CACHE_HOME=str(folder) + '-cache')
-    env.pop('PYTHONPATH', None)
-    epochs = TIME_LIMIT_EPOCHS
-    return start_once(tmp_path_factory, folder.name,
-                      [sys.executable, os.path.join(REPO, 'tools', 'train.py'), MOCO_CFG,
-                       '--work-dir', folder / 'work', '--data-root', data['unlabeled'],
-                       *moco_opts(epochs, epochs)], env=env, cwd=run_folder(tmp_path_factory))
 
 
 @pytest.fixture
 def time_limit_env(rig):
-    return dict(rig['env'], OMP_NUM_THREADS=TIME_LIMIT_THREADS)
+    """The job alone on the machine uses its two CPUs, as a user's job does (`make test` gives
+    every other test one torch thread); its reference the same, for the same arithmetic."""
+    return dict(rig['env'], OMP_NUM_THREADS='2')
 
 
 @pytest.fixture
-def time_limit_reference(tmp_path_factory):
-    """Waited for before the time-limit job waits for the machine."""
-    folder = start_time_limit_reference(tmp_path_factory)
-    wait_for(folder)
-    return str(folder / 'work' / f'epoch_{TIME_LIMIT_EPOCHS}.pth')
+def time_limit_reference(rig, time_limit_env):
+    """Trained before the time-limit job waits for the machine: it has no limit to meet."""
+    return train_reference(rig, TIME_LIMIT_EPOCHS, env=time_limit_env)
 
 
-@pytest.mark.alone(prepare=start_time_limit_reference)
+@pytest.mark.alone
 def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig, time_limit_env,
                                                                         time_limit_reference,
                                                                         machine_alone):
