@@ -319,7 +319,11 @@ def _fake_sbatch(tmp):
 def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tmp_path):
     bin_dir, log = _fake_sbatch(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ('MOCO', 'LABELED', 'UNLABELED')}
-    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', PYTHON=PY)
+    starts = tmp_path / 'python-starts.log'
+    python = bin_dir / 'counted-python'
+    python.write_text(f'#!/usr/bin/env bash\necho "python $*" >> {starts}\nexec {PY} "$@"\n')
+    python.chmod(0o755)
+    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', PYTHON=str(python))
     work = tmp_path / 'submit'
     work.mkdir()
 
@@ -329,6 +333,9 @@ def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tm
     assert r.returncode == 0, r.stderr
     calls = log.read_text().splitlines()
     assert len(calls) == 5 and f'--data-root {data["image"]} ' in calls[0] + ' ', calls
+    # the environment, LABELED and the UNLABELED image checked in one Python start
+    starts = starts.read_text().splitlines()
+    assert len(starts) == 1 and starts[0].count('check_dataset.py') == 2, starts
     log.unlink()
     r = submit(UNLABELED=bad_images['truncated'], LABELED=data['labeled'])
     assert r.returncode == 2 and not log.exists(), r.stderr

@@ -514,8 +514,14 @@ def test_a_fine_tuning_folder_of_another_pretraining_is_refused_at_submit_time(
             PYTHON=sys.executable)  # the same chain again: s1's record fits
     assert r.returncode == 0, r.stdout + r.stderr
     os.remove(rig['tmp'] / 'calls.log')
+    starts = rig['tmp'] / 'python-starts.log'
+    python = _script(rig['bin'] / 'counted-python',
+                     f'echo "python $*" >> {starts}\nexec {sys.executable} "$@"\n')
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
-            PYTHON=sys.executable, PRETRAIN='densecl')
+            PYTHON=python, PRETRAIN='densecl')
     assert_refused(rig, r, cfg.work_dir, 'model.backbone.init_cfg.checkpoint',
                    'densecl_resnet50_4xb32-coslr-200e_unlabeled224/keep_epoch_100.pth')
+    # the environment, LABELED and the existing folders checked in one Python start
+    starts = starts.read_text().splitlines()
+    assert len(starts) == 1 and 'check_dataset.py' in starts[0] and 'check_stages.py' in starts[0]
     assert 'data_root' not in r.stderr, r.stderr  # only the pretraining differs

@@ -127,45 +127,6 @@ if [[ $PY != */* ]]; then
 elif [[ $PY != /* ]]; then
     PY=$PWD/$PY  # the jobs start in this folder too; absolute for the log lines
 fi
-# One Python start (imports take seconds, more on a network filesystem) checks the environment,
-# then runs check_dataset.py --quick: the layout and the first files of each split (the full
-# check reads all 50,000 yml: minutes). "imports ok" tells the two failures apart.
-# shellcheck disable=SC2016  # Python code, not shell
-probe='import sys
-bad = []
-for m in ("torch", "mmengine", "mmdet", "mmpretrain"):
-    try:
-        __import__(m)
-    except Exception as e:
-        bad.append("%s: %s: %s" % (m, type(e).__name__, (str(e).splitlines() or [""])[0]))
-if bad:
-    print("; ".join(bad))
-    sys.exit(1)
-print("imports ok")
-import os.path, runpy
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does
-runpy.run_path(sys.argv[0], run_name="__main__")'
-if ! out=$("$PY" -c "$probe" "$REPO/tools/check_dataset.py" "$LABELED" --quick \
-        "${det_splits[@]}" 2>&1); then
-    if ! grep -qx 'imports ok' <<<"$out"; then
-        why=$(tail -n 1 <<<"$out")
-        die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
-            "run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
-    fi
-    why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
-    [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
-    if [[ $why == *'/annotations/instances_'* ]]; then  # a COCO split the jobs would read
-        why+='; for other split names add DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME'
-        why+=' val_dataloader.dataset.split=NAME" TEST_ARGS="--split NAME"'
-    fi
-    die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)"
-fi
-if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]] && in_image "$UNLABELED" &&
-        ! out=$("$PY" "$REPO/tools/check_dataset.py" "$UNLABELED" --quick 2>&1); then
-    why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
-    die "UNLABELED=$UNLABELED: ${why:-$(tail -n 1 <<<"$out")}"
-fi
 export PYTHON=$PY
 
 DET=$CONFIG_DIR/faster_rcnn/faster-rcnn_r50-mocov2-pre_fpn_2xb2
@@ -178,6 +139,9 @@ SEMI_CFG=$CONFIG_DIR/soft_teacher/soft-teacher_faster-rcnn_r50-mocov2-pre_fpn
 [[ ${RECIPE:-seed} == ssl ]] && SEMI_CFG+=-syncbn-4conv1fc
 SEMI_CFG+=_2xb5-12e_labeled-unlabeled.py
 
+# UNLABELED, when it is an image, is read by the pretraining or the semi-supervised stage
+unlabeled_image=
+if [[ -z "${MOCO:-}" || -n ${SEMI:-} ]] && in_image "$UNLABELED"; then unlabeled_image=1; fi
 # the training jobs of the chain, in order
 stages=()
 if [[ -z "${MOCO:-}" ]]; then
@@ -260,17 +224,57 @@ for s in "${stages[@]}"; do
         check+=("$args_var" "$gpus" "${sargs[@]}" ';')
     fi
 done
-declare -A state=()
-if ((${#checked[@]})); then
-    if ! out=$("$PY" "$REPO/tools/slurm/check_stages.py" "${check[@]}" 2>&1); then
-        why=$(grep -m 1 '^error: ' <<<"$out" | sed 's/^error: //' || true)
-        die "${why:-$PY $REPO/tools/slurm/check_stages.py failed: $(tail -n 1 <<<"$out")}"
-    fi
-    i=0
-    while read -r verdict; do
-        state[${checked[i++]}]=$verdict
-    done < <(grep -oE '^(finished|resume|new):' <<<"$out" | tr -d :)
+# The checks in one Python start (imports take seconds, more on a network filesystem;
+# tools/slurm/preflight.py): that it imports torch, mmengine, mmdet and mmpretrain, then
+# check_dataset.py --quick on LABELED (the layout and the first files of each split; the full
+# check reads all 50,000 yml: minutes) and on an UNLABELED image, then check_stages.py on the
+# stages above, until one fails.
+tools=() what=()
+add_tool() { what+=("$1"); shift; tools+=("$#" "$@"); }
+add_tool labeled "$REPO/tools/check_dataset.py" "$LABELED" --quick "${det_splits[@]}"
+if [[ -n $unlabeled_image ]]; then
+    add_tool unlabeled "$REPO/tools/check_dataset.py" "$UNLABELED" --quick
 fi
+if ((${#checked[@]})); then
+    add_tool stages "$REPO/tools/slurm/check_stages.py" "${check[@]}"
+fi
+pre=$(mktemp -d)
+trap 'rm -rf "$pre"' EXIT
+if ! out=$("$PY" "$REPO/tools/slurm/preflight.py" "$pre" "${tools[@]}" 2>&1) &&
+        ! grep -qx 'imports ok' <<<"$out"; then
+    why=$(tail -n 1 <<<"$out")
+    die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
+        "run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
+fi
+declare -A state=()
+for k in "${!what[@]}"; do
+    status=$(cat "$pre/$((k + 1)).status" 2>/dev/null || echo 1)
+    out=$(cat "$pre/$((k + 1)).out" 2>/dev/null || true)
+    case ${what[k]} in
+        labeled)
+            ((status == 0)) && continue
+            why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
+            [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
+            if [[ $why == *'/annotations/instances_'* ]]; then  # a COCO split the jobs would read
+                why+='; for other split names add DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME'
+                why+=' val_dataloader.dataset.split=NAME" TEST_ARGS="--split NAME"'
+            fi
+            die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)" ;;
+        unlabeled)
+            ((status == 0)) && continue
+            why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
+            die "UNLABELED=$UNLABELED: ${why:-$(tail -n 1 <<<"$out")}" ;;
+        stages)
+            if ((status)); then
+                why=$(grep -m 1 '^error: ' <<<"$out" | sed 's/^error: //' || true)
+                die "${why:-$PY $REPO/tools/slurm/check_stages.py failed: $(tail -n 1 <<<"$out")}"
+            fi
+            i=0
+            while read -r verdict; do
+                state[${checked[i++]}]=$verdict
+            done < <(grep -oE '^(finished|resume|new):' <<<"$out" | tr -d :) ;;
+    esac
+done
 
 # Jobs that an earlier submission from this folder left in the queue. Those pending after a
 # failed job (DependencyNeverSatisfied, or waiting for such a job) can never start: this
