@@ -199,10 +199,12 @@ def test_resubmitting_with_another_moco_checkpoint_refuses(rig, chain):
 
 
 def train_reference(rig, epochs, env=None):
-    """Uninterrupted MoCo run over a whole `epochs`-epoch schedule, outside Slurm."""
+    """Uninterrupted MoCo run over a whole `epochs`-epoch schedule, outside Slurm. Only its
+    last epoch is compared, so only that one is saved (a save changes no training state)."""
     work = os.path.join(rig['root'], 'work_dirs', f'moco-reference-{epochs}e')
     r = run_tool('train.py', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
-                 *moco_opts(epochs, epochs), env=env or rig['env'], cwd=rig['root'], timeout=900)
+                 *moco_opts(epochs, epochs), f'default_hooks.checkpoint.interval={epochs}',
+                 env=env or rig['env'], cwd=rig['root'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return os.path.join(work, f'epoch_{epochs}.pth')
 
