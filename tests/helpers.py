@@ -38,6 +38,15 @@ def run_tool(name, *args, cwd=REPO, env=None, timeout=600, check=False, **kwargs
     return r
 
 
+def counted_python(path, log) -> str:
+    """An executable at ``path`` that appends one line per start (``python ARGS``) to ``log`` and
+    runs this Python: given as PYTHON, it counts a launcher's Python starts."""
+    with open(path, 'w') as f:
+        f.write(f'#!/usr/bin/env bash\necho "python $*" >> {log}\nexec {PY} "$@"\n')
+    os.chmod(path, 0o755)
+    return str(path)
+
+
 def demo_proposals() -> dict:
     """The demo configs' proposal and RoI counts (configs/_base_/synthetic_demo.py) as a ``model``
     override: what the real detector configs take on the tests' tiny images, which hold a box or

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from squashfs_tools import mksquashfs, mksquashfs_unavailable
-from helpers import PY, REPO, run_tool
+from helpers import REPO, counted_python, run_tool
 
 MOCO_DEMO = 'configs/mocov2/mocov2_resnet50_1xb16-coslr-8e_synthetic96.py'
 SCRATCH_DEMO = 'configs/faster_rcnn/faster-rcnn_r50-scratch_fpn_1xb4-demo-4e_synthetic.py'
@@ -320,10 +320,8 @@ def test_submit_pipeline_takes_unlabeled_and_labeled_images(data, bad_images, tm
     bin_dir, log = _fake_sbatch(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ('MOCO', 'LABELED', 'UNLABELED')}
     starts = tmp_path / 'python-starts.log'
-    python = bin_dir / 'counted-python'
-    python.write_text(f'#!/usr/bin/env bash\necho "python $*" >> {starts}\nexec {PY} "$@"\n')
-    python.chmod(0o755)
-    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', PYTHON=str(python))
+    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}',
+               PYTHON=counted_python(bin_dir / 'counted-python', starts))
     work = tmp_path / 'submit'
     work.mkdir()
 

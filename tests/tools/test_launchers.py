@@ -10,7 +10,7 @@ import stat
 import sys
 
 import pytest
-from helpers import REPO, run_tool
+from helpers import REPO, counted_python, run_tool
 
 SUBMIT = os.path.join(REPO, 'tools', 'slurm', 'submit_pipeline.sh')
 # launcher -> number of required arguments (from each file's header comment)
@@ -515,8 +515,7 @@ def test_a_fine_tuning_folder_of_another_pretraining_is_refused_at_submit_time(
     assert r.returncode == 0, r.stdout + r.stderr
     os.remove(rig['tmp'] / 'calls.log')
     starts = rig['tmp'] / 'python-starts.log'
-    python = _script(rig['bin'] / 'counted-python',
-                     f'echo "python $*" >> {starts}\nexec {sys.executable} "$@"\n')
+    python = counted_python(rig['bin'] / 'counted-python', starts)
     r = run(rig, [SUBMIT], LABELED=data['labeled'], UNLABELED=data['unlabeled'],
             PYTHON=python, PRETRAIN='densecl')
     assert_refused(rig, r, cfg.work_dir, 'model.backbone.init_cfg.checkpoint',

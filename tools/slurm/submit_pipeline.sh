@@ -246,6 +246,8 @@ if ! out=$("$PY" "$REPO/tools/slurm/preflight.py" "$pre" "${tools[@]}" 2>&1) &&
     die "PYTHON=$PY cannot import torch, mmengine, mmdet and mmpretrain (${why:-it exits with an error}):" \
         "run make setup (creates $REPO/.venv) or set PYTHON to the environment's python"
 fi
+# a check_dataset.py report's first ERROR or error line, without its prefix
+first_error() { grep -m 1 -e '^ERROR: ' -e '^error: ' | sed 's/^[A-Za-z]*: //' || true; }
 declare -A state=()
 for k in "${!what[@]}"; do
     status=$(cat "$pre/$((k + 1)).status" 2>/dev/null || echo 1)
@@ -253,7 +255,7 @@ for k in "${!what[@]}"; do
     case ${what[k]} in
         labeled)
             ((status == 0)) && continue
-            why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
+            why=$(first_error <<<"$out")
             [[ -n $why ]] || die "$PY $REPO/tools/check_dataset.py $LABELED --quick failed: $(tail -n 1 <<<"$out")"
             if [[ $why == *'/annotations/instances_'* ]]; then  # a COCO split the jobs would read
                 why+='; for other split names add DET_ARGS="--cfg-options train_dataloader.dataset.split=NAME'
@@ -262,7 +264,7 @@ for k in "${!what[@]}"; do
             die "LABELED=$LABELED: $why (full report: $PY $REPO/tools/check_dataset.py $LABELED)" ;;
         unlabeled)
             ((status == 0)) && continue
-            why=$(grep -m 1 -e '^ERROR: ' -e '^error: ' <<<"$out" | sed 's/^[A-Za-z]*: //' || true)
+            why=$(first_error <<<"$out")
             die "UNLABELED=$UNLABELED: ${why:-$(tail -n 1 <<<"$out")}" ;;
         stages)
             if ((status)); then
