@@ -66,6 +66,14 @@ def pytest_runtest_logreport(report):
         _marked_slow.add(nodeid)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """A passed run's folder is removed (a failed run's stays until the next run)."""
+    if exitstatus == 0 and not hasattr(session.config, 'workerinput'):
+        basetemp = session.config._tmp_path_factory._basetemp
+        if basetemp is not None:
+            shutil.rmtree(basetemp, ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter):
     unmarked = sorted(((d, n) for n, d in _durations.items()
                        if d > SLOW_SECONDS and n not in _marked_slow), reverse=True)
@@ -79,11 +87,39 @@ def _finished_folder(config):
     return run_folder(config._tmp_path_factory) / 'finished-tests'
 
 
+_tmp_path_key = pytest.StashKey[str]()
+_failed_key = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        item.stash[_failed_key] = True
+    if call.when == 'call' and 'tmp_path' in getattr(item, 'funcargs', {}):
+        item.stash[_tmp_path_key] = str(item.funcargs['tmp_path'])
+    return report
+
+
+def _empty_folder(path):
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Each worker lists the tests it has finished (passed, failed or skipped), for
-    `machine_alone`."""
+    `machine_alone`. A passed test's ``tmp_path`` is emptied (the folders may be in RAM: the
+    Makefile's TEST_TMPDIR) but stays, so that no later test of the process gets its path: a
+    process-wide cache, such as the squashfs images a process opened, would take the new file at
+    that path for the old one changed on disk."""
     yield
+    tmp_path = item.stash.get(_tmp_path_key, None)
+    if tmp_path and not item.stash.get(_failed_key, False):
+        _empty_folder(tmp_path)
     folder = _finished_folder(item.config)
     folder.mkdir(exist_ok=True)
     with open(folder / f'{os.environ.get("PYTEST_XDIST_WORKER", "main")}.txt', 'a') as f:
