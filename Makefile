@@ -11,10 +11,14 @@ setup:
 # the longest first; the tests marked `alone`, a Slurm job timed against its time limit, wait
 # until every other test has finished).
 TEST_WORKERS ?= 2
-# The tests' temporary folders (the runs' checkpoints, about 100 GB written over the suite) go to
-# /dev/shm when it is a tmpfs of at least 16 GiB: on a VM's disk the kernel spends up to ~17x
-# the CPU per GB written (docs/testing.md). TEST_TMPDIR=DIR picks another place.
-TEST_TMPDIR ?= $(shell [ -w /dev/shm ] && [ "$$(df -k --output=size /dev/shm 2>/dev/null | tail -1)" -ge 16777216 ] 2>/dev/null && echo /dev/shm)
+# The tests' temporary folders (their runs' checkpoints: about 100 GB written over the suite,
+# up to 12 GB at once) go to /dev/shm when it has 16 GiB free and the machine 20 GiB of memory
+# available: on a VM's disk the kernel spent 17x the CPU per GB written (docs/testing.md).
+# TEST_TMPDIR=DIR picks another place.
+TEST_TMPDIR ?= $(shell { [ -w /dev/shm ] \
+	&& [ $$(df -k --output=avail /dev/shm | tail -1) -ge 16777216 ] \
+	&& [ $$(awk '/^MemAvailable:/ {print $$2}' /proc/meminfo) -ge 20971520 ] \
+	&& echo /dev/shm; } 2>/dev/null)
 PYTEST := $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR)) $(PY) -m pytest tests -q -rs
 PARALLEL := OMP_NUM_THREADS=1 $(PYTEST) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: setup
