@@ -101,14 +101,6 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def _empty_folder(path):
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            os.unlink(entry.path)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Each worker lists the tests it has finished (passed, failed or skipped), for
@@ -119,7 +111,8 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     tmp_path = item.stash.get(_tmp_path_key, None)
     if tmp_path and not item.stash.get(_failed_key, False):
-        _empty_folder(tmp_path)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        os.makedirs(tmp_path, exist_ok=True)
     folder = _finished_folder(item.config)
     folder.mkdir(exist_ok=True)
     with open(folder / f'{os.environ.get("PYTEST_XDIST_WORKER", "main")}.txt', 'a') as f:
