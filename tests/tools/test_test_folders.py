@@ -4,6 +4,8 @@ import os
 import subprocess
 import textwrap
 
+import pytest
+
 from helpers import PY, TESTS
 
 INNER = '''
@@ -45,6 +47,8 @@ def _run_inner(tmp_path, body):
     return r, base
 
 
+# each starts a pytest that imports torch (the suite's conftest): 3.4 s alone, 11 s beside a worker
+@pytest.mark.slow
 def test_a_passed_tests_folder_is_emptied_and_its_path_never_reused(tmp_path):
     r, base = _run_inner(tmp_path, INNER)
     assert '1 failed, 3 passed' in r.stdout, r.stdout + r.stderr
@@ -52,6 +56,7 @@ def test_a_passed_tests_folder_is_emptied_and_its_path_never_reused(tmp_path):
     assert (base / 'test_fails0' / 'kept.txt').exists()
 
 
+@pytest.mark.slow
 def test_a_passed_runs_folder_is_removed(tmp_path):
     r, base = _run_inner(tmp_path, '''
         def test_writes(tmp_path):
