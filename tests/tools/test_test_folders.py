@@ -1,12 +1,12 @@
 """The suite's own temporary folders (tests/conftest.py): a passed test's is emptied at once, since
 they may be in RAM (the Makefile's TEST_TMPDIR), and no later test gets its path."""
 import os
-import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from helpers import PY, TESTS
+from helpers import PY, TESTS, run_tool
 
 INNER = '''
 import os
@@ -37,13 +37,12 @@ def test_after_them(tmp_path):
 
 
 def _run_inner(tmp_path, body):
-    (tmp_path / 'conftest.py').write_text(open(os.path.join(TESTS, 'conftest.py')).read())
+    (tmp_path / 'conftest.py').write_text(Path(TESTS, 'conftest.py').read_text())
     (tmp_path / 'test_inner.py').write_text(textwrap.dedent(body))
     base = tmp_path / 'base'
-    r = subprocess.run([PY, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                        f'--basetemp={base}', 'test_inner.py'], cwd=tmp_path,
-                       env=dict(os.environ, PYTHONPATH=TESTS), capture_output=True, text=True,
-                       timeout=120)
+    r = run_tool(PY, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', f'--basetemp={base}',
+                 'test_inner.py', cwd=tmp_path, env=dict(os.environ, PYTHONPATH=TESTS),
+                 timeout=120)
     return r, base
 
 
