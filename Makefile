@@ -8,8 +8,7 @@ setup:
 # setup_env.sh is a no-op in seconds when the stack is already installed; -rs prints the
 # reason of every skipped test (the Slurm tests skip only when Slurm cannot be installed).
 # Two worker processes with one torch thread each (tests/conftest.py groups the work and starts
-# the longest first; the tests marked `alone`, a Slurm job timed against its time limit, wait
-# until every other test has finished).
+# the longest first).
 TEST_WORKERS ?= 2
 # The tests' temporary folders (their runs' checkpoints: about 100 GB written over the suite,
 # up to 12 GB at once) go to /dev/shm when it has 16 GiB free and the machine 20 GiB of memory

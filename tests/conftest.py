@@ -2,7 +2,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections import defaultdict
 
 import pytest
@@ -18,35 +17,30 @@ sys.path[:0] = [TESTS, REPO, os.path.join(REPO, 'tools')]
 SLOW_SECONDS = 10
 # The two-node cluster's modules run on one xdist worker: a two-node job takes both its nodes.
 ONE_WORKER = ('slurm2',)
-# The tests marked `alone` (a Slurm job timed against its time limit) form the last group; the
-# `machine_alone` fixture holds each until every other test of the run has finished.
-ALONE = 'alone'
-ALONE_WAIT_SECONDS = 3600
+# The rehearsal's module is the longest group by far (its jobs train the real configs at real
+# image sizes; its time-limit job runs against Slurm's clock for about ten minutes): it starts
+# first, and the other worker runs everything else beside it.
+FIRST = 'rehearsal'
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """One xdist group per module (its module fixtures are built once), one for the two-node
-    cluster's modules; groups with more slow tests first, so that the longest start first
-    (`make test` passes --no-loadscope-reorder: workers take the groups in this order); the
-    `alone` tests last."""
+    cluster's modules; the rehearsal's first, then groups with more slow tests first, so that
+    the longest start first (`make test` passes --no-loadscope-reorder: workers take the groups
+    in this order)."""
     modules = defaultdict(list)
-    alone = []
     for item in items:
-        if item.get_closest_marker(ALONE):
-            alone.append(item)
-        else:
-            modules[item.module.__name__].append(item)
+        modules[item.module.__name__].append(item)
     groups = defaultdict(list)
     for name, module_items in modules.items():
         used = set().union(*(item.fixturenames for item in module_items))
         groups[next((f for f in ONE_WORKER if f in used), name)] += module_items
-    if alone:
-        groups[ALONE] = alone
 
     def weight(group):
+        first = any(item.get_closest_marker(FIRST) for item in group[1])
         slow = sum(item.get_closest_marker('slow') is not None for item in group[1])
-        return group[0] == ALONE, -slow, -len(group[1])
+        return not first, -slow, -len(group[1])
 
     items[:] = []
     for name, group_items in sorted(groups.items(), key=weight):
@@ -83,10 +77,6 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f'{seconds:7.1f} s  {nodeid}')
 
 
-def _finished_folder(config):
-    return run_folder(config._tmp_path_factory) / 'finished-tests'
-
-
 _tmp_path_key = pytest.StashKey[str]()
 _failed_key = pytest.StashKey[bool]()
 
@@ -103,40 +93,15 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Each worker lists the tests it has finished (passed, failed or skipped), for
-    `machine_alone`. A passed test's ``tmp_path`` is emptied (the folders may be in RAM: the
-    Makefile's TEST_TMPDIR) but stays, so that no later test of the process gets its path: a
-    process-wide cache, such as the squashfs images a process opened, would take the new file at
-    that path for the old one changed on disk."""
+    """A passed test's ``tmp_path`` is emptied (the folders may be in RAM: the Makefile's
+    TEST_TMPDIR) but stays, so that no later test of the process gets its path: a process-wide
+    cache, such as the squashfs images a process opened, would take the new file at that path
+    for the old one changed on disk."""
     yield
     tmp_path = item.stash.get(_tmp_path_key, None)
     if tmp_path and not item.stash.get(_failed_key, False):
         shutil.rmtree(tmp_path, ignore_errors=True)
         os.makedirs(tmp_path, exist_ok=True)
-    folder = _finished_folder(item.config)
-    folder.mkdir(exist_ok=True)
-    with open(folder / f'{os.environ.get("PYTEST_XDIST_WORKER", "main")}.txt', 'a') as f:
-        f.write(item.nodeid + '\n')
-
-
-@pytest.fixture
-def machine_alone(request):
-    """Waits until every test of this run that is not marked `alone` has finished, on every
-    xdist worker; the `alone` tests are the last group, so none starts after."""
-    others = {i.nodeid for i in request.session.items if not i.get_closest_marker(ALONE)}
-    folder = _finished_folder(request.config)
-    deadline = time.time() + ALONE_WAIT_SECONDS
-    while True:
-        done = set()
-        for path in folder.glob('*.txt') if folder.exists() else ():
-            done.update(path.read_text().splitlines())
-        left = others - done
-        if not left:
-            return
-        if time.time() > deadline:
-            raise TimeoutError(f'{len(left)} tests still unfinished after {ALONE_WAIT_SECONDS} '
-                               f's (a crashed worker?), e.g. {sorted(left)[:3]}')
-        time.sleep(2)
 
 
 @pytest.fixture
