@@ -194,14 +194,22 @@ SlurmdLogFile={r}/log/slurmd-%n.log
         raise TimeoutError(f'job {job_id} still {self.job_state(job_id)} after {timeout} s')
 
     def stop(self) -> None:
+        """Cancel every job, then end the daemons together: each takes about 2 s to shut down,
+        and the run's last worker stops every cluster on its way out."""
         subprocess.run(['scancel', '--full', '-u', 'root'], env=self.env, capture_output=True)
+        pids = []
         for name in (*(f'slurmd-{n}' for n in self.nodes), 'slurmctld', 'munged'):
             pid = self.procs.pop(name, None)
-            if pid is None:
-                continue
             try:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                    pids.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        for pid in pids:
+            try:
+                while time.time() < deadline:
                     os.kill(pid, 0)
                     time.sleep(0.1)
                 os.kill(pid, signal.SIGKILL)

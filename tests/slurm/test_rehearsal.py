@@ -22,11 +22,11 @@ MOCO = 'mocov2_resnet50_4xb32-coslr-200e_unlabeled224'
 MOCO_CFG = os.path.join(REPO, 'configs', 'mocov2', f'{MOCO}.py')
 DET = 'faster-rcnn_r50-mocov2-pre_fpn_2xb2'
 TRAIN_SBATCH = os.path.join(REPO, 'tools', 'slurm', 'train.sbatch')
-# MoCo: stop at 2 of a 4-epoch cosine (the seed: 100 of 200); fine-tuning: s1/s2/s3 end at
+# MoCo: stop at 2 of a 10-epoch cosine (the seed: 100 of 200); fine-tuning: s1/s2/s3 end at
 # epochs 2/3/4 (the seed: 23/27/37)
-MOCO_EPOCHS, DET_EPOCHS = (2, 4), (2, 3, 4)
-# 32 PNGs in batches of 8: 4 iterations per epoch, so a stop can fall inside an epoch
-MOCO_BATCH = 8
+MOCO_EPOCHS, DET_EPOCHS = (2, 10), (2, 3, 4)
+# 32 PNGs in batches of 4: 8 iterations per epoch, so a stop can fall inside an epoch
+MOCO_BATCH = 4
 LR_MOCO = 0.015 * MOCO_BATCH / 128  # auto_scale_lr: one process
 LR_DET = 0.03 * 2 / 4  # one process of 2 images
 
@@ -143,8 +143,9 @@ def test_chain_runs_the_real_configs_end_to_end(rig, chain):
     assert os.path.exists(os.path.join(moco, 'keep_epoch_2.pth'))
     assert open(os.path.join(moco, 'last_checkpoint')).read().strip().endswith('/epoch_2.pth')
     lrs = epoch_lrs(moco)
-    assert lrs[1] == pytest.approx(LR_MOCO)  # cosine over 4 epochs, not 2
-    assert lrs[2] == pytest.approx(LR_MOCO * (1 + torch.cos(torch.tensor(torch.pi / 4)).item()) / 2)
+    assert lrs[1] == pytest.approx(LR_MOCO)  # cosine over the whole schedule, not to the stop
+    assert lrs[2] == pytest.approx(
+        LR_MOCO * (1 + torch.cos(torch.tensor(torch.pi / MOCO_EPOCHS[1])).item()) / 2)
     lrs = {}
     for stage in ('s1-23e', 's2-27e', 's3-37e'):
         lrs.update(epoch_lrs(os.path.join(work, f'{DET}-{stage}_labeled')))
@@ -214,49 +215,53 @@ def reference(rig):
     return train_reference(rig, MOCO_EPOCHS[1])
 
 
-def test_continuing_pretraining_after_the_keep_epoch_keeps_optimizer_and_lr(rig, chain, reference):
-    """The documented continuation (same config, a later stop epoch), requeued once (as a
-    preemption would) right after it resumed: it must end exactly where an uninterrupted run
-    ends: weights, LR, momentum buffers, scheduler state."""
+@pytest.fixture(scope='module')
+def continued(rig, chain):
+    """The documented continuation (same config, the schedule's last epoch as the stop) as one
+    job under a 2-minute limit with SIGUSR1 45 s before it, requeued once (as a preemption would)
+    right after it first resumed. slurmctld checks limits every 30 s and sends the signal up to
+    30 s early, so it comes 45-70 s into each start, while the 64 iterations left (8 epochs of
+    8) train for about 120 s at one thread (1.9 s each): the job stops at its limit at least
+    once, saves, requeues itself and goes on, well within MAX_RESTARTS."""
+    t0 = time.time()
     job = sbatch(rig, 'moco-continue', MOCO_CFG, '--data-root', rig['unlabeled'],
-                 *moco_opts(MOCO_EPOCHS[1]))
+                 *moco_opts(MOCO_EPOCHS[1]), sbatch_args=('--time=2', '--signal=USR1@45'))
     deadline = time.time() + 300
     while 'resuming from' not in log_of(rig, 'moco-continue', job):
         assert time.time() < deadline and rig['slurm'].job_state(job) in ('PENDING', 'RUNNING')
         time.sleep(1)
     rig['slurm'].requeue(job)
-    assert wait_done(rig, job, 'moco-continue') == 'COMPLETED', log_of(rig, 'moco-continue', job)
+    state = wait_done(rig, job, 'moco-continue', timeout=1200)
     log = log_of(rig, 'moco-continue', job)
-    assert 'restart 1' in log
-    assert 'keep_epoch' not in log.split('resuming from', 1)[1].split('\n', 1)[0]
+    assert state == 'COMPLETED', log[-4000:]
+    print(f'continuation: {time.time() - t0:.0f} s')
+    return log
+
+
+def test_continuing_pretraining_after_the_keep_epoch_keeps_optimizer_and_lr(rig, continued,
+                                                                            reference):
+    """The continuation, requeued right after it resumed, ends exactly where an uninterrupted
+    run ends: weights, LR, momentum buffers, scheduler state."""
+    assert 'restart 1' in continued
+    assert 'keep_epoch' not in continued.split('resuming from', 1)[1].split('\n', 1)[0]
     moco = os.path.join(rig['root'], 'work_dirs', MOCO)
     assert_same_training_state(os.path.join(moco, f'epoch_{MOCO_EPOCHS[1]}.pth'), reference)
 
 
-TIME_LIMIT_EPOCHS = 16
-
-
-def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig):
-    """A 3-minute limit with SIGUSR1 60 s before it: slurmctld checks limits every 30 s and
-    sends the signal up to 30 s early, so it comes 90-120 s into each start of the job, while a
-    schedule of 64 iterations (about 250 s at one thread, 4 s per iteration) trains. The run
-    saves its current iteration, requeues itself and ends with the uninterrupted run's state.
-    The job runs beside the other tests, at their one thread (`make test`): a start that
-    shares its core trains fewer iterations before the signal, and the job restarts more often,
-    well within MAX_RESTARTS."""
-    epochs = TIME_LIMIT_EPOCHS
-    reference = train_reference(rig, epochs)
-    work = os.path.join(rig['root'], 'work_dirs', 'moco-time-limit')
-    t0 = time.time()
-    job = sbatch(rig, 'moco-limit', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
-                 *moco_opts(epochs, epochs), sbatch_args=('--time=3', '--signal=USR1@60'))
-    assert wait_done(rig, job, 'moco-limit', timeout=1200) == 'COMPLETED', \
-        log_of(rig, 'moco-limit', job)[-4000:]
-    log = log_of(rig, 'moco-limit', job)
-    stops = re.findall(r'saved \S+/iter_(\d+)\.pth', log)
-    assert stops and f'restart {len(stops)}' in log, log[-4000:]
-    resumed = re.findall(r'resuming from \S+/iter_(\d+)\.pth', log)
-    assert resumed == stops  # each restart continued at the saved iteration: nothing lost
-    print(f'time limit: stopped at iterations {stops}, {time.time() - t0:.0f} s in all')
-    assert_same_training_state(os.path.join(work, f'epoch_{epochs}.pth'), reference)
-    assert not glob.glob(os.path.join(work, 'iter_*.pth'))  # superseded by epoch checkpoints
+def test_time_limit_stops_saves_requeues_and_matches_uninterrupted_run(rig, continued, reference):
+    """The continuation's time-limit stops: each saved its current iteration and requeued the
+    job, the next start resumed from that file (nothing lost), every restart is the one requeue
+    or a time-limit stop, and the run ends with the uninterrupted run's state and no in-epoch
+    checkpoint left."""
+    limit_stops = re.findall(r'stop requested \(SIGUSR1[^)]*\): saved \S+/iter_(\d+)\.pth',
+                             continued)
+    assert limit_stops, continued[-4000:]
+    saved = re.findall(r'saved \S+/iter_(\d+)\.pth', continued)  # the requeue's SIGTERM too
+    resumed = re.findall(r'resuming from \S+/iter_(\d+)\.pth', continued)
+    assert resumed == saved, continued[-4000:]
+    restarts = [int(n) for n in re.findall(r'^job \d+ restart (\d+) ', continued, re.M)]
+    assert restarts == list(range(len(limit_stops) + 2)), continued[-4000:]
+    print(f'time limit: stopped at iterations {limit_stops}')
+    moco = os.path.join(rig['root'], 'work_dirs', MOCO)
+    assert_same_training_state(os.path.join(moco, f'epoch_{MOCO_EPOCHS[1]}.pth'), reference)
+    assert not glob.glob(os.path.join(moco, 'iter_*.pth'))  # superseded by epoch checkpoints
