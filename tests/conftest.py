@@ -18,8 +18,8 @@ SLOW_SECONDS = 10
 # The two-node cluster's modules run on one xdist worker: a two-node job takes both its nodes.
 ONE_WORKER = ('slurm2',)
 # The rehearsal's module is the longest group by far (its jobs train the real configs at real
-# image sizes; its time-limit test trains a reference and then a job against Slurm's clock,
-# about ten minutes): it starts first, and the other worker runs everything else beside it.
+# image sizes; its continuation job runs against Slurm's clock, then its reference trains): it
+# starts first, and the other worker runs everything else beside it.
 FIRST = 'rehearsal'
 
 

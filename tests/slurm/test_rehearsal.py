@@ -199,20 +199,17 @@ def test_resubmitting_with_another_moco_checkpoint_refuses(rig, chain):
     assert 'another folder' in r.stderr and '--allow-input-change' in r.stderr, r.stderr
 
 
-def train_reference(rig, epochs):
-    """Uninterrupted MoCo run over a whole `epochs`-epoch schedule, outside Slurm. Only its
-    last epoch is compared, so only that one is saved (a save changes no training state)."""
+@pytest.fixture(scope='module')
+def reference(rig):
+    """Uninterrupted MoCo run over the whole schedule, outside Slurm. Only its last epoch is
+    compared, so only that one is saved (a save changes no training state)."""
+    epochs = MOCO_EPOCHS[1]
     work = os.path.join(rig['root'], 'work_dirs', f'moco-reference-{epochs}e')
     r = run_tool('train.py', MOCO_CFG, '--work-dir', work, '--data-root', rig['unlabeled'],
                  *moco_opts(epochs, epochs), f'default_hooks.checkpoint.interval={epochs}',
                  env=rig['env'], cwd=rig['root'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return os.path.join(work, f'epoch_{epochs}.pth')
-
-
-@pytest.fixture(scope='module')
-def reference(rig):
-    return train_reference(rig, MOCO_EPOCHS[1])
 
 
 @pytest.fixture(scope='module')
