@@ -21,11 +21,42 @@ fi
 t0=$SECONDS
 [[ -x "$PY" ]] || python3 -m venv "$VENV"
 pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
-pip_ install -q --upgrade pip
+# uv installs the stack: it unpacks wheels in parallel and hard-links them from its cache, where
+# pip wrote torch's 6 GB anew into every clone (52 of setup's 79 s on 2 cores). It does not read
+# pip's configuration, so the index, find-links, constraint and trusted-host settings pip would
+# use here (pip.conf files, PIP_* variables) are passed to it, and pip's certificate file too.
+pip_ install -q "uv==$(pin uv)"
+"$PY" - > "$VENV/.uv-args" <<'PY'
+import ast, subprocess, sys
+out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True,
+                     text=True, check=True).stdout
+found = {}
+for line in out.splitlines():
+    key, _, value = line.partition('=')
+    section, _, name = key.rpartition('.')
+    found.setdefault(section, {})[name] = ast.literal_eval(value)
+conf = {}
+for section in ('global', 'install', ':env:'):  # pip's own order: the later wins
+    conf.update(found.get(section, {}))
+flags = {'index-url': '--index-url', 'extra-index-url': '--extra-index-url',
+         'find-links': '--find-links', 'constraint': '--constraint',
+         'trusted-host': '--allow-insecure-host'}
+args = ['--index-strategy', 'unsafe-best-match']  # pip takes the best match over all indexes
+for name, flag in flags.items():
+    for value in conf.get(name, '').split():
+        args += [flag, value]
+if conf.get('no-index', '').lower() in ('1', 'true', 'yes', 'on'):
+    args.append('--no-index')
+# the certificate file first, empty when pip has none
+sys.stdout.write(''.join(a + '\0' for a in [conf.get('cert', '')] + args))
+PY
+mapfile -d '' UV_ARGS < "$VENV/.uv-args"
+CERT="${UV_ARGS[0]:-${SSL_CERT_FILE:-}}"
+UV_ARGS=("${UV_ARGS[@]:1}")
+uv_install() { SSL_CERT_FILE="$CERT" "$VENV/bin/uv" pip install -q --python "$PY" "${UV_ARGS[@]}" "$@"; }
 # mmcv builds against the installed torch (--no-build-isolation), so torch and the build
-# tools come first. pip compiles the installed modules one file at a time (half of torch's
-# install); they are compiled on every core at the end instead.
-pip_ install -q --no-compile -c "$REQ" "torch==$(pin torch)" "torchvision==$(pin torchvision)" \
+# tools come first.
+uv_install -c "$REQ" "torch==$(pin torch)" "torchvision==$(pin torchvision)" \
     "onedl-mmengine==$(pin onedl-mmengine)" setuptools wheel "packaging>=24.2" ninja psutil
 
 MMCV_VERSION="$(pin onedl-mmcv)"
@@ -40,6 +71,7 @@ PY
 WHEEL_DIR="$WHEEL_CACHE/$KEY"
 if ! ls "$WHEEL_DIR"/onedl_mmcv-*.whl >/dev/null 2>&1; then
     echo "setup: building mmcv ops ($KEY); ~16 min on 2 cores, once per machine"
+    pip_ install -q --upgrade pip
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT
     pip_ download -q --no-deps --no-binary :all: -d "$BUILD" "onedl-mmcv==$MMCV_VERSION"
@@ -59,10 +91,10 @@ if ! ls "$WHEEL_DIR"/onedl_mmcv-*.whl >/dev/null 2>&1; then
     done
 fi
 
-pip_ install -q --no-compile --find-links "$WHEEL_DIR" --only-binary onedl-mmcv -r "$REQ"
-# Written here, not at first import: PYTHONDONTWRITEBYTECODE (set in many images) or a read-only
-# environment would make every process compile again. Files for other Python versions fail to
-# compile and are skipped, as pip skips them.
+uv_install --find-links "$WHEEL_DIR" --only-binary onedl-mmcv -r "$REQ"
+# Bytecode is written here, not at first import: PYTHONDONTWRITEBYTECODE (set in many images) or
+# a read-only environment would make every process compile again. Files for other Python
+# versions fail to compile and are skipped.
 "$PY" - <<'PY'
 import compileall, sysconfig
 for folder in {sysconfig.get_paths()[k] for k in ('purelib', 'platlib')}:
