@@ -280,16 +280,16 @@ def slurm2(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def slurm_preempt(tmp_path_factory):
-    """A one-node Slurm cluster of its own, 2 CPUs: a job in partition ``high`` preempts one in
+    """A one-node Slurm cluster of its own, 4 CPUs: a job in partition ``high`` preempts those in
     ``low`` (PreemptMode=REQUEUE) after a grace time of 5 s, in which Slurm signals the job's
     steps but not its batch script; and a Prolog that fails every launch while the file
     ``fail_launch`` (an attribute of the cluster) exists: Slurm then drains the node and holds
-    the job. One module uses it (a job takes both CPUs)."""
+    the job. One module uses it (its jobs take two or four CPUs)."""
     folder = run_folder(tmp_path_factory)
     prolog, fail = folder / 'cluster-preempt.prolog', folder / 'cluster-preempt.fail-launch'
     prolog.write_text(f'#!/bin/sh\n! [ -e {fail} ]\n')
     prolog.chmod(0o755)
-    for cluster in shared_cluster(tmp_path_factory, 'cluster-preempt', cpus=2, conf=f"""\
+    for cluster in shared_cluster(tmp_path_factory, 'cluster-preempt', cpus=4, conf=f"""\
 Prolog={prolog}
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE

@@ -303,30 +303,45 @@ def _train_job(rig, name, script='train.sbatch'):
     return job, log
 
 
+@pytest.fixture(scope='module')
+def preempted(preempt_rig):
+    """A train.sbatch and a test.sbatch job (two CPUs each), each with an afterok dependant,
+    preempted together by one job of all four CPUs in the higher partition; waited for once,
+    since slurmctld ends a grace time only at its 30-second timer."""
+    slurm, env, root = preempt_rig['slurm'], preempt_rig['env'], preempt_rig['root']
+    jobs = {}
+    for script in ('train.sbatch', 'test.sbatch'):
+        name = f'preempted-{script.split(".")[0]}'
+        job, log = _train_job(preempt_rig, name, script)
+        r = run_tool('sbatch', '--parsable', '-p', 'low', '--cpus-per-task=1', '--job-name=after',
+                     f'--dependency=afterok:{job}', '--wrap', 'true', env=env, cwd=root)
+        assert r.returncode == 0, r.stderr
+        jobs[script] = dict(job=job, name=name, log=log, after=r.stdout.strip())
+    r = run_tool('sbatch', '--parsable', '-p', 'high', '--cpus-per-task=4', '--job-name=urgent',
+                 '--wrap', 'true', env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    for j in jobs.values():
+        j['state'] = slurm.wait(j['job'], timeout=240)
+    for j in jobs.values():
+        j['after_state'] = slurm.wait(j['after'], timeout=120)
+    return jobs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('script', ['train.sbatch', 'test.sbatch'])
-def test_preemption_with_a_grace_time_requeues_the_job(preempt_rig, script):
+def test_preemption_with_a_grace_time_requeues_the_job(preempted, script):
     """During the grace time Slurm signals the training but not the batch script, and requeues
     the job only if it still runs when the grace time ends: train.sbatch exited with the
     training's 143 at once, the job ended FAILED, its afterok dependants never started, and it
     said "failed ... will never start (scancel them)". test.sbatch ended FAILED the same way."""
-    slurm = preempt_rig['slurm']
-    job, log = _train_job(preempt_rig, 'preempted', script)
-    r = run_tool('sbatch', '--parsable', '-p', 'low', '--cpus-per-task=1', '--job-name=after',
-                 f'--dependency=afterok:{job}', '--wrap', 'true', env=preempt_rig['env'],
-                 cwd=preempt_rig['root'])
-    after = r.stdout.strip()
-    r = run_tool('sbatch', '--parsable', '-p', 'high', '--cpus-per-task=2', '--job-name=urgent',
-                 '--wrap', 'true', env=preempt_rig['env'], cwd=preempt_rig['root'])
-    assert r.returncode == 0, r.stderr
-    state = slurm.wait(job, timeout=240)
-    out = log.read_text()
+    j = preempted[script]
+    job, out = j['job'], j['log'].read_text()
     assert not [s for s in out.splitlines() if s.startswith('error: ')], out[-3000:]
-    assert state == 'COMPLETED' and 'training, restart 1:' in out, (state, out[-3000:])
-    [line] = [s for s in out.splitlines() if s.startswith(f'job {job} (preempted) ')]
+    assert j['state'] == 'COMPLETED' and 'training, restart 1:' in out, (j['state'], out[-3000:])
+    [line] = [s for s in out.splitlines() if s.startswith(f'job {job} ({j["name"]}) ')]
     assert 'is being preempted' in line and 'Slurm requeues the job' in line, out
     # afterok waited through the requeue
-    assert slurm.wait(after, timeout=120) == 'COMPLETED'
+    assert j['after_state'] == 'COMPLETED'
 
 
 def test_scancel_says_the_job_was_cancelled_and_what_continues_it(preempt_rig):
