@@ -12,7 +12,7 @@ WHEEL_CACHE="${MMCV_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/openmmlab-wheel
 STAMP="$VENV/.setup-stamp"
 
 pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$REQ"; }
-want_stamp="$(cat "$REQ" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$REQ" "${BASH_SOURCE[0]}" "$ROOT/tools/install/uv_args.py" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$PY" && -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
     echo "setup: $VENV is up to date"
     exit 0
@@ -26,30 +26,7 @@ pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
 # pip's configuration, so the index, find-links, constraint and trusted-host settings pip would
 # use here (pip.conf files, PIP_* variables) are passed to it, and pip's certificate file too.
 pip_ install -q "uv==$(pin uv)"
-"$PY" - > "$VENV/.uv-args" <<'PY'
-import ast, subprocess, sys
-out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True,
-                     text=True, check=True).stdout
-found = {}
-for line in out.splitlines():
-    key, _, value = line.partition('=')
-    section, _, name = key.rpartition('.')
-    found.setdefault(section, {})[name] = ast.literal_eval(value)
-conf = {}
-for section in ('global', 'install', ':env:'):  # pip's own order: the later wins
-    conf.update(found.get(section, {}))
-flags = {'index-url': '--index-url', 'extra-index-url': '--extra-index-url',
-         'find-links': '--find-links', 'constraint': '--constraint',
-         'trusted-host': '--allow-insecure-host'}
-args = ['--index-strategy', 'unsafe-best-match']  # pip takes the best match over all indexes
-for name, flag in flags.items():
-    for value in conf.get(name, '').split():
-        args += [flag, value]
-if conf.get('no-index', '').lower() in ('1', 'true', 'yes', 'on'):
-    args.append('--no-index')
-# the certificate file first, empty when pip has none
-sys.stdout.write(''.join(a + '\0' for a in [conf.get('cert', '')] + args))
-PY
+"$PY" "$ROOT/tools/install/uv_args.py" > "$VENV/.uv-args"
 mapfile -d '' UV_ARGS < "$VENV/.uv-args"
 CERT="${UV_ARGS[0]:-${SSL_CERT_FILE:-}}"
 UV_ARGS=("${UV_ARGS[@]:1}")
