@@ -284,7 +284,7 @@ def slurm_preempt(tmp_path_factory):
     ``low`` (PreemptMode=REQUEUE) after a grace time of 5 s, in which Slurm signals the job's
     steps but not its batch script; and a Prolog that fails every launch while the file
     ``fail_launch`` (an attribute of the cluster) exists: Slurm then drains the node and holds
-    the job. One module uses it (its jobs take two or four CPUs)."""
+    the job. One module uses it."""
     folder = run_folder(tmp_path_factory)
     prolog, fail = folder / 'cluster-preempt.prolog', folder / 'cluster-preempt.fail-launch'
     prolog.write_text(f'#!/bin/sh\n! [ -e {fail} ]\n')

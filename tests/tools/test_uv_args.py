@@ -1,6 +1,8 @@
 """tools/install/uv_args.py: `make setup` installs with uv, which reads no pip configuration; a
-user behind a mirror configures pip, and uv must install from the same places."""
+user behind a mirror or a proxy configures pip, and uv must install from the same places."""
+import importlib.util
 import os
+import re
 import sys
 
 from helpers import REPO, run_tool
@@ -8,40 +10,80 @@ from helpers import REPO, run_tool
 TOOL = os.path.join(REPO, 'tools', 'install', 'uv_args.py')
 
 
-def uv_args(tmp_path, pip_conf, **pip_env):
-    """The tool's output with only this pip.conf and these PIP_* variables (no user config)."""
-    conf = tmp_path / 'pip.conf'
-    conf.write_text(pip_conf)
+def load():
+    spec = importlib.util.spec_from_file_location('uv_args', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_list(**sections):
+    """`pip config list` lines, e.g. config_list(glob={'index-url': 'X'}, env={...})."""
+    names = {'glob': 'global', 'install': 'install', 'env': ':env:'}
+    return ''.join(f'{names[s]}.{k}={v!r}\n' for s, values in sections.items()
+                   for k, v in values.items())
+
+
+def test_later_sections_win_as_in_pip(tmp_path):
+    uv_args = load()
+    g, i = tmp_path / 'g', tmp_path / 'i'
+    g.mkdir(), i.mkdir()
+    conf = uv_args.settings(config_list(
+        glob={'index-url': 'http://global.example/simple', 'find-links': str(g),
+              'timeout': '15', 'proxy': 'http://proxy.example:3128'},
+        install={'index-url': 'http://install.example/simple', 'find-links': str(i)},
+        env={'index-url': 'http://env.example/simple', 'default-timeout': '180'}))
+    assert uv_args.uv_options(conf) == [
+        '--index-strategy', 'unsafe-best-match', '--default-index', 'http://env.example/simple',
+        '--find-links', str(i), '--system-certs']
+    # PIP_DEFAULT_TIMEOUT is pip's --timeout under its other name, and beats the file's
+    assert uv_args.uv_variables(conf) == [
+        'HTTPS_PROXY=http://proxy.example:3128', 'HTTP_PROXY=http://proxy.example:3128',
+        'UV_HTTP_TIMEOUT=180']
+
+
+def test_lists_no_index_certificates_and_a_missing_folder(tmp_path, capsys):
+    uv_args = load()
+    wheels = tmp_path / 'wheels'
+    wheels.mkdir()
+    conf = uv_args.settings(config_list(
+        glob={'extra-index-url': 'http://one.example/simple\nhttp://two.example/simple',
+              'find-links': f'{wheels} {tmp_path}/gone https://host.example/wheels/',
+              'trusted-host': 'one.example two.example', 'constraint': '/etc/caps.txt',
+              'cert': '/certs/ca.pem', 'client-cert': '/certs/me.pem', 'retries': '9'},
+        env={'no-index': 'yes'}))
+    assert uv_args.uv_options(conf) == [
+        '--index-strategy', 'unsafe-best-match',
+        '--index', 'http://one.example/simple', '--index', 'http://two.example/simple',
+        '--find-links', str(wheels), '--find-links', 'https://host.example/wheels/',
+        '--constraints', '/etc/caps.txt',
+        '--allow-insecure-host', 'one.example', '--allow-insecure-host', 'two.example',
+        '--no-index']
+    assert f'find-links {tmp_path}/gone is not a folder' in capsys.readouterr().err
+    assert uv_args.uv_variables(conf) == [
+        'SSL_CERT_FILE=/certs/ca.pem', 'SSL_CLIENT_CERT=/certs/me.pem', 'UV_HTTP_RETRIES=9']
+
+
+def test_the_tool_reads_pips_own_configuration(tmp_path):
+    """End to end through `pip config list`, with no pip.conf file read (PIP_CONFIG_FILE set to
+    the null device) and only these PIP_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('PIP_')}
-    env.update(HOME=str(tmp_path / 'home'), XDG_CONFIG_HOME=str(tmp_path / 'home'),
-               XDG_CONFIG_DIRS=str(tmp_path / 'etc'), PIP_CONFIG_FILE=str(conf),
-               PIP_CERT='/certs/ca.pem')
-    env.update(pip_env)
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL='http://env.example/simple',
+               PIP_EXTRA_INDEX_URL='http://a.example/simple http://b.example/simple',
+               PIP_CERT='/certs/ca.pem', PIP_NO_INDEX='false')
     r = run_tool(sys.executable, TOOL, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.endswith('\0')
-    cert, *args = r.stdout[:-1].split('\0')
-    return cert, args
+    assert r.stdout[:-1].split('\0') == [
+        'SSL_CERT_FILE=/certs/ca.pem', '--', '--index-strategy', 'unsafe-best-match',
+        '--default-index', 'http://env.example/simple',
+        '--index', 'http://a.example/simple', '--index', 'http://b.example/simple']
 
 
-def test_pip_settings_become_uv_options_in_pips_precedence(tmp_path):
-    cert, args = uv_args(
-        tmp_path,
-        '[global]\nindex-url = http://file.example/simple\ntrusted-host = file.example\n'
-        'extra-index-url = http://one.example/simple http://two.example/simple\n'
-        '[install]\nfind-links =\n    /wheels/a\n    /wheels/b\nconstraint = /etc/caps.txt\n',
-        PIP_INDEX_URL='http://env.example/simple')
-    assert cert == '/certs/ca.pem'
-    assert args == ['--index-strategy', 'unsafe-best-match',
-                    '--index-url', 'http://env.example/simple',  # the variable beats the file
-                    '--extra-index-url', 'http://one.example/simple',
-                    '--extra-index-url', 'http://two.example/simple',
-                    '--find-links', '/wheels/a', '--find-links', '/wheels/b',
-                    '--constraint', '/etc/caps.txt',
-                    '--allow-insecure-host', 'file.example']
-
-
-def test_no_index_and_an_emptied_setting(tmp_path):
-    cert, args = uv_args(tmp_path, '[install]\nfind-links = /wheels\n', PIP_NO_INDEX='true',
-                         PIP_FIND_LINKS='', PIP_CERT='')
-    assert cert == '' and args == ['--index-strategy', 'unsafe-best-match', '--no-index']
+def test_uv_has_every_option_the_tool_gives():
+    uv = os.path.join(os.path.dirname(sys.executable), 'uv')
+    r = run_tool(uv, 'pip', 'install', '--help')
+    assert r.returncode == 0, r.stderr
+    for option in [*load().LIST_OPTIONS.values(), '--index-strategy', '--no-index',
+                   '--system-certs']:
+        assert re.search(rf'^\s+(-\w, )?{option}( |$)', r.stdout, re.M), option

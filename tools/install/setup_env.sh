@@ -21,16 +21,19 @@ fi
 t0=$SECONDS
 [[ -x "$PY" ]] || python3 -m venv "$VENV"
 pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
-# uv installs the stack: it unpacks wheels in parallel and hard-links them from its cache, where
-# pip wrote torch's 6 GB anew into every clone (52 of setup's 79 s on 2 cores). It does not read
-# pip's configuration, so the index, find-links, constraint and trusted-host settings pip would
-# use here (pip.conf files, PIP_* variables) are passed to it, and pip's certificate file too.
+# uv installs the stack (in parallel, linking files from its cache). It reads no pip
+# configuration, so tools/install/uv_args.py turns pip's (pip.conf files, PIP_* variables) into
+# uv's options and variables.
 pip_ install -q "uv==$(pin uv)"
 "$PY" "$ROOT/tools/install/uv_args.py" > "$VENV/.uv-args"
-mapfile -d '' UV_ARGS < "$VENV/.uv-args"
-CERT="${UV_ARGS[0]:-${SSL_CERT_FILE:-}}"
-UV_ARGS=("${UV_ARGS[@]:1}")
-uv_install() { SSL_CERT_FILE="$CERT" "$VENV/bin/uv" pip install -q --python "$PY" "${UV_ARGS[@]}" "$@"; }
+UV_ENV=() UV_ARGS=() seen_sep=
+while IFS= read -r -d '' a; do
+    if [[ -z $seen_sep && $a == -- ]]; then seen_sep=1
+    elif [[ -n $seen_sep ]]; then UV_ARGS+=("$a")
+    else UV_ENV+=("$a"); fi
+done < "$VENV/.uv-args"
+uv_install() { env ${UV_ENV[@]+"${UV_ENV[@]}"} "$VENV/bin/uv" pip install -q --python "$PY" \
+    "${UV_ARGS[@]}" "$@"; }
 # mmcv builds against the installed torch (--no-build-isolation), so torch and the build
 # tools come first.
 uv_install -c "$REQ" "torch==$(pin torch)" "torchvision==$(pin torchvision)" \
