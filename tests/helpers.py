@@ -1,6 +1,7 @@
 """What the test modules share: the repository's paths, running a tool as a user runs it, the
 writers of tiny labeled data and the demo configs' proposal counts. Plain functions, imported by
 name (fixtures live in conftest.py)."""
+import importlib.util
 import os
 import signal
 import subprocess
@@ -21,6 +22,17 @@ def tool_path(name: str) -> str:
     if os.path.isabs(name) or os.sep not in name and not name.endswith(('.py', '.sh', '.sbatch')):
         return name
     return os.path.join(REPO, 'tools', name)
+
+
+def load_file(rel: str, name: str):
+    """The repository file ``rel`` (e.g. ``tools/install/uv_args.py``) imported as module
+    ``name``, for tests of its functions; registered in sys.modules, where a @dataclass in it
+    looks its module up."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(name, *args, cwd=REPO, env=None, timeout=600, check=False, **kwargs):

@@ -306,8 +306,8 @@ def _train_job(rig, name, script='train.sbatch'):
 @pytest.fixture(scope='module')
 def preempted(preempt_rig):
     """A train.sbatch and a test.sbatch job (two CPUs each), each with an afterok dependant,
-    preempted together by one job of all four CPUs in the higher partition; waited for once,
-    since slurmctld ends a grace time only at its 30-second timer."""
+    preempted together by one job of all the cluster's CPUs in the higher partition; waited for
+    once, since slurmctld ends a grace time only at its 30-second timer."""
     slurm, env, root = preempt_rig['slurm'], preempt_rig['env'], preempt_rig['root']
     jobs = {}
     for script in ('train.sbatch', 'test.sbatch'):
@@ -317,7 +317,8 @@ def preempted(preempt_rig):
                      f'--dependency=afterok:{job}', '--wrap', 'true', env=env, cwd=root)
         assert r.returncode == 0, r.stderr
         jobs[script] = dict(job=job, name=name, log=log, after=r.stdout.strip())
-    r = run_tool('sbatch', '--parsable', '-p', 'high', '--cpus-per-task=4', '--job-name=urgent',
+    r = run_tool('sbatch', '--parsable', '-p', 'high', f'--cpus-per-task={slurm.cpus}',
+                 '--job-name=urgent',
                  '--wrap', 'true', env=env, cwd=root)
     assert r.returncode == 0, r.stderr
     for j in jobs.values():

@@ -3,13 +3,12 @@ rehearsal (--tiny) end to end: the real configs (through small wrappers) trained
 tools/train.py with the pretraining -> detection hand-offs, the SIGUSR1 stop and --resume
 compared with the uninterrupted run, tools/test.py's 12 summary lines, tools/infer.py, and the
 table it writes. About two minutes on 2 cores."""
-import importlib.util
 import json
 import os
 import sys
 
 import pytest
-from helpers import REPO, run_tool
+from helpers import REPO, load_file, run_tool
 
 SCRIPT = os.path.join(REPO, 'tools', 'benchmarks', 'gpu_day_one.sh')
 RUNS = ['mocov2', 'densecl', 'mae', 's1', 'ssl', 'vit-s1', 'vitdet']
@@ -17,11 +16,7 @@ TINY_ITERS = {'mocov2': 2, 'densecl': 2, 'mae': 2, 's1': 4, 'ssl': 2, 'vit-s1': 
 
 
 def driver():
-    spec = importlib.util.spec_from_file_location(
-        'gpu_day_one', os.path.join(REPO, 'tools', 'benchmarks', 'gpu_day_one.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file('tools/benchmarks/gpu_day_one.py', 'gpu_day_one')
 
 
 @pytest.fixture(scope='module')

@@ -7,7 +7,6 @@ Fast (seconds): the tools are imported and only their argument parsers run.
 import argparse
 import contextlib
 import glob
-import importlib.util
 import inspect
 import io
 import os
@@ -17,7 +16,7 @@ import signal
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import REPO, load_file
 
 README = os.path.join(REPO, 'README.md')
 PAGES = [README] + sorted(glob.glob(os.path.join(REPO, 'docs', '*.md')))
@@ -156,11 +155,7 @@ def tool_module(rel):
         handler = signal.getsignal(signal.SIGUSR1)
         env = dict(os.environ)
         try:
-            spec = importlib.util.spec_from_file_location(
-                'readme_tool_' + re.sub(r'\W', '_', rel), os.path.join(REPO, rel))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module  # a @dataclass in the tool looks its module up there
-            spec.loader.exec_module(module)
+            module = load_file(rel, 'readme_tool_' + re.sub(r'\W', '_', rel))
         finally:
             signal.signal(signal.SIGUSR1, handler)
             os.environ.clear()

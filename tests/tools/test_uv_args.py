@@ -1,20 +1,17 @@
 """tools/install/uv_args.py: `make setup` installs with uv, which reads no pip configuration; a
 user behind a mirror or a proxy configures pip, and uv must install from the same places."""
-import importlib.util
 import os
 import re
 import sys
 
-from helpers import REPO, run_tool
+from helpers import REPO, load_file, run_tool
 
-TOOL = os.path.join(REPO, 'tools', 'install', 'uv_args.py')
+RELATIVE = 'tools/install/uv_args.py'
+TOOL = os.path.join(REPO, RELATIVE)
 
 
 def load():
-    spec = importlib.util.spec_from_file_location('uv_args', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(RELATIVE, 'uv_args')
 
 
 def config_list(**sections):
